@@ -1,0 +1,133 @@
+"""The error types every layer of eventray speaks.
+
+Callers tell retryable failures from permanent ones by type: everything under
+:class:`Retryable` may succeed if sent again with the same ``command_id``; everything else
+will fail the same way again. Adapters translate driver errors (``kafka.errors``,
+``psycopg.errors``) into these at their edge.
+"""
+
+from __future__ import annotations
+
+
+class EventrayError(Exception):
+    """Base of every error eventray raises on purpose."""
+
+    #: a stable, machine-readable code, used by the GraphQL error formatter and in logs
+    code = "EVENTRAY_ERROR"
+
+    def __init__(self, message: str = "", **details: object) -> None:
+        super().__init__(message or self.__class__.__doc__ or self.code)
+        self.message = message or (self.__class__.__doc__ or self.code).strip().splitlines()[0]
+        self.details = details
+
+    def __reduce__(self):  # keep details across pickling (Ray ships errors between processes)
+        return (_rebuild, (self.__class__, self.message, self.details))
+
+
+def _rebuild(cls: type[EventrayError], message: str, details: dict) -> EventrayError:
+    return cls(message, **details)
+
+
+# --- permanent domain errors: the command is wrong for the current state -------------------
+
+
+class DomainError(EventrayError):
+    """A business rule refused the command. Sending it again will fail the same way."""
+
+    code = "DOMAIN_ERROR"
+
+
+class RuleViolation(DomainError):
+    """The command breaks a business rule of the aggregate."""
+
+    code = "RULE_VIOLATION"
+
+
+class InvalidCommand(DomainError):
+    """The command's fields are not valid (bad email, negative amount, ...)."""
+
+    code = "VALIDATION"
+
+
+class NotFound(DomainError):
+    """The aggregate does not exist (no event has created it yet)."""
+
+    code = "NOT_FOUND"
+
+
+class AlreadyExists(DomainError):
+    """The command would create an aggregate that already exists."""
+
+    code = "ALREADY_EXISTS"
+
+
+class ConcurrencyConflict(DomainError):
+    """``expected_version`` does not match the aggregate's current version."""
+
+    code = "CONFLICT"
+
+
+class Forbidden(EventrayError):
+    """The authenticated subject may not do this."""
+
+    code = "FORBIDDEN"
+
+
+# --- retryable errors: send again with the same command_id ---------------------------------
+
+
+class Retryable(EventrayError):
+    """A transient failure. Sending the same command again (same ``command_id``) is safe."""
+
+    code = "RETRYABLE"
+
+
+class Overloaded(Retryable):
+    """The shard's queue is full. Back off and send again."""
+
+    code = "OVERLOADED"
+
+
+class ShardRecovering(Retryable):
+    """The shard is replaying its partition and does not take commands yet."""
+
+    code = "RECOVERING"
+
+
+class CommitFailed(Retryable):
+    """The Kafka transaction for the batch did not commit; nothing of the batch was applied."""
+
+    code = "COMMIT_FAILED"
+
+
+class ServiceUnavailable(Retryable):
+    """A backing service (Kafka, PostgreSQL, a shard actor) could not be reached."""
+
+    code = "UNAVAILABLE"
+
+
+# --- infrastructure errors -----------------------------------------------------------------
+
+
+class Fenced(EventrayError):
+    """A newer writer with the same transactional id owns the partition; this one must stop."""
+
+    code = "FENCED"
+
+
+class UndecodableEvent(EventrayError):
+    """A log record could not be decoded into a known event type and schema version."""
+
+    code = "UNDECODABLE"
+
+
+class ConfigurationError(EventrayError):
+    """The settings are inconsistent with the running system; the message says what to change."""
+
+    code = "CONFIGURATION"
+
+
+class StackError(EventrayError):
+    """The local dev stack could not be brought up; the message says what to do."""
+
+    code = "STACK"

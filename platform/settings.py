@@ -1,0 +1,81 @@
+"""One settings object for the whole platform, read from ``EVENTRAY_*`` environment variables.
+
+Defaults point at the local dev stack that ``eventray dev up`` starts, so a laptop needs no
+configuration. A real deployment sets the addresses (``EVENTRAY_KAFKA_BOOTSTRAP``,
+``EVENTRAY_DATABASE_URL``, ``EVENTRAY_RAY_ADDRESS``) and the dev stack then skips that piece.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    return Path.home() / ".cache" / "eventray"
+
+
+class Settings(BaseSettings):
+    """Platform configuration.
+
+    Every field can be set with an environment variable named ``EVENTRAY_<FIELD>``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="EVENTRAY_", extra="ignore", frozen=True)
+
+    # --- addresses of external services; when unset, the dev stack provides them ---
+    kafka_bootstrap: str | None = Field(
+        default=None, description="host:port list of a Kafka cluster; unset means the local dev broker"
+    )
+    database_url: str | None = Field(
+        default=None, description="PostgreSQL conninfo URL; unset means the local dev server"
+    )
+    ray_address: str | None = Field(
+        default=None, description="Ray cluster address; unset means a local head started by dev up"
+    )
+
+    # --- the local dev stack ---
+    home: Path = Field(default_factory=_default_home, description="cache for jars, data and logs")
+    kafka_version: str = "4.1.1"
+    kafka_port: int = 19092
+    kafka_controller_port: int = 19093
+    postgres_port: int = 55432
+    postgres_user: str = "eventray"
+    postgres_db: str = "eventray"
+    ray_port: int = 26379
+    ray_num_cpus: int | None = None
+
+    # --- the event log ---
+    topic: str = "eventray.events"
+    partitions: int = 4
+    dead_letter_topic: str = "eventray.dead-letters"
+    transaction_timeout_ms: int = 60_000
+
+    # --- the write path ---
+    shard_batch_max: int = 512
+    shard_batch_linger_ms: float = 1.0
+    shard_queue_max: int = 20_000
+    snapshot_every_events: int = 100
+    snapshot_interval_s: float = 2.0
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def kafka_address(self) -> str:
+        """The bootstrap address clients use: the configured one, else the dev broker."""
+        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def dsn(self) -> str:
+        """The PostgreSQL conninfo clients use: the configured one, else the dev server."""
+        return self.database_url or (
+            f"postgresql://{self.postgres_user}@127.0.0.1:{self.postgres_port}/{self.postgres_db}"
+        )
