@@ -1,0 +1,1 @@
+"""Domain aggregates: pure Python, no I/O."""

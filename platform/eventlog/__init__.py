@@ -1,0 +1,1 @@
+"""eventray.platform.eventlog."""

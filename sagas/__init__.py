@@ -1,0 +1,1 @@
+"""Saga definitions: pure state machines."""
