@@ -121,6 +121,12 @@ class UndecodableEvent(EventrayError):
     code = "UNDECODABLE"
 
 
+class WriteRejected(EventrayError):
+    """The database refused the data (a constraint, an invalid value); resending fails the same way."""
+
+    code = "WRITE_REJECTED"
+
+
 class ConfigurationError(EventrayError):
     """The settings are inconsistent with the running system; the message says what to change."""
 

@@ -1,0 +1,55 @@
+"""Translation of psycopg errors into eventray's error types, shared by the PostgreSQL adapters.
+
+Adapters wrap their driver calls in :func:`translated` so that callers never see
+``psycopg.errors.*``: connection trouble and transient conflicts come out retryable,
+missing tables come out as a configuration problem that says to run the migrations, and
+data the database refuses comes out as a permanent :class:`WriteRejected`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+import psycopg.errors as pge
+import psycopg_pool
+
+from eventray.platform.errors import (
+    ConfigurationError,
+    EventrayError,
+    Retryable,
+    ServiceUnavailable,
+    WriteRejected,
+)
+
+
+def translate(exc: BaseException, *, doing: str) -> EventrayError:
+    """Return the eventray error for a psycopg (or pool) error raised while ``doing``."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    detail = f"{doing}: {exc}".strip()
+    if isinstance(exc, psycopg_pool.PoolTimeout):
+        return ServiceUnavailable(f"{doing}: no PostgreSQL connection available ({exc})")
+    if isinstance(exc, (pge.UndefinedTable, pge.UndefinedColumn)):
+        return ConfigurationError(
+            f"{doing}: {exc}. The eventray tables are missing or old: run "
+            "eventray.platform.migrations.migrate(dsn) (`eventray dev up` does it)",
+            sqlstate=sqlstate,
+        )
+    if isinstance(exc, (pge.TransactionRollback, pge.LockNotAvailable, pge.QueryCanceled)):
+        # serialization failure, deadlock, lock or statement timeout: the same call may pass
+        return Retryable(detail, sqlstate=sqlstate)
+    if isinstance(exc, (psycopg.IntegrityError, psycopg.DataError)):
+        return WriteRejected(detail, sqlstate=sqlstate)
+    if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+        return ServiceUnavailable(detail, sqlstate=sqlstate)
+    return EventrayError(detail, sqlstate=sqlstate)
+
+
+@contextmanager
+def translated(doing: str) -> Iterator[None]:
+    """Re-raise psycopg and pool errors inside the block as eventray errors."""
+    try:
+        yield
+    except (psycopg.Error, psycopg_pool.PoolTimeout) as e:
+        raise translate(e, doing=doing) from e
