@@ -54,10 +54,12 @@ class Settings(BaseSettings):
     transaction_timeout_ms: int = 60_000
 
     # --- the write path ---
-    shard_batch_max: int = 512
+    shards: int = 2
+    dedupe_window: int = 100_000
+    shard_batch_max: int = 2048
     shard_batch_linger_ms: float = 1.0
     shard_queue_max: int = 20_000
-    snapshot_every_events: int = 100
+    snapshot_every_events: int = 5_000
     snapshot_interval_s: float = 2.0
 
     @property

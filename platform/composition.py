@@ -1,0 +1,245 @@
+"""The composition root: builds every adapter and service from :class:`Settings`.
+
+Nothing else in eventray constructs a Kafka client, a database pool or a Ray actor; they
+are built here and passed in through keyword-only constructors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any
+
+import msgspec
+
+from eventray.platform.domain import AggregateType, Command
+from eventray.platform.errors import ConfigurationError
+from eventray.platform.runtime.bus import CommandBus, ShardTransport
+from eventray.platform.runtime.outcome import Outcome
+from eventray.platform.runtime.shard import ShardConfig, ShardService
+from eventray.platform.settings import Settings
+
+
+@functools.cache
+def aggregates() -> tuple[AggregateType[Any], ...]:
+    from eventray.aggregates import AGGREGATES
+
+    return AGGREGATES
+
+
+@functools.cache
+def event_codec():  # -> EventCodec
+    from eventray.aggregates import ALL_EVENT_TYPES
+    from eventray.platform.eventlog.codec import EventCodec
+
+    return EventCodec(ALL_EVENT_TYPES)
+
+
+class WireCodec:
+    """msgpack encoding of command batches and outcome lists between the bus and shards."""
+
+    def __init__(self, aggs: tuple[AggregateType[Any], ...]) -> None:
+        from typing import Union
+
+        commands = tuple(c for a in aggs for c in a.commands)
+        events = tuple(e for a in aggs for e in a.events)
+        event_union = Union[events]  # noqa: UP007
+        self._typed_outcome = msgspec.defstruct(
+            "WireOutcome", [("events", tuple[event_union, ...], ())], bases=(Outcome,),
+            frozen=True, kw_only=True,
+        )
+        self._encoder = msgspec.msgpack.Encoder()
+        self._commands = msgspec.msgpack.Decoder(list[Union[commands]])  # noqa: UP007
+        self._outcomes = msgspec.msgpack.Decoder(list[self._typed_outcome])
+
+    def encode_commands(self, commands: list[Command]) -> bytes:
+        return self._encoder.encode(commands)
+
+    def decode_commands(self, payload: bytes) -> list[Command]:
+        return self._commands.decode(payload)
+
+    def encode_outcomes(self, outcomes: list[Outcome]) -> bytes:
+        return self._encoder.encode(outcomes)
+
+    def decode_outcomes(self, payload: bytes) -> list[Outcome]:
+        return self._outcomes.decode(payload)
+
+    def encode_state(self, state: Any) -> bytes:
+        return self._encoder.encode(state)
+
+
+@functools.cache
+def wire_codec() -> WireCodec:
+    return WireCodec(aggregates())
+
+
+def shard_config(settings: Settings) -> ShardConfig:
+    return ShardConfig(
+        batch_max=settings.shard_batch_max,
+        queue_max=settings.shard_queue_max,
+        snapshot_every_events=settings.snapshot_every_events,
+        snapshot_interval_s=settings.snapshot_interval_s,
+        dedupe_window=settings.dedupe_window,
+    )
+
+
+def assignment(settings: Settings) -> list[list[int]]:
+    """Partitions per shard actor: partition p goes to shard p % shards."""
+    shards = max(1, min(settings.shards, settings.partitions))
+    return [[p for p in range(settings.partitions) if p % shards == i] for i in range(shards)]
+
+
+def transactional_id(settings: Settings, partition: int) -> str:
+    """One transactional id per partition, whichever actor owns it: fencing follows the partition."""
+    return f"eventray:{settings.topic}:{partition}"
+
+
+def build_snapshot_store(settings: Settings):  # -> SnapshotStore
+    from eventray.platform.snapshots.store import SnapshotStore
+
+    return SnapshotStore.open(dsn=settings.dsn)
+
+
+def build_writer(settings: Settings, partition: int):  # -> TransactionalWriter
+    from eventray.platform.eventlog.writer import TransactionalWriter
+
+    return TransactionalWriter(
+        bootstrap=settings.kafka_address,
+        topic=settings.topic,
+        partition=partition,
+        transactional_id=transactional_id(settings, partition),
+        transaction_timeout_ms=settings.transaction_timeout_ms,
+    )
+
+
+def read_decoded(settings: Settings, partition: int, from_offset: int):
+    """Committed records of ``partition`` from ``from_offset`` to the last stable offset, decoded."""
+    from eventray.platform.eventlog.reader import PartitionReader
+
+    codec = event_codec()
+    reader = PartitionReader(bootstrap=settings.kafka_address, topic=settings.topic, partition=partition)
+    try:
+        for batch in reader.read_batches(from_offset):
+            yield from codec.decode_many(batch, partition=partition)
+    finally:
+        reader.close()
+
+
+def build_shard_service(settings: Settings, partitions: list[int]) -> ShardService:
+    codec = event_codec()
+    return ShardService(
+        partitions=partitions,
+        aggregates=aggregates(),
+        make_writer=functools.partial(build_writer, settings),
+        read_partition=functools.partial(read_decoded, settings),
+        snapshots=build_snapshot_store(settings),
+        encode=codec.encode,
+        topic=settings.topic,
+        config=shard_config(settings),
+    )
+
+
+def ensure_event_topic(settings: Settings) -> None:
+    """Create the event topic, or refuse to go on when its partition count differs."""
+    from eventray.platform.eventlog.admin import ensure_topic
+
+    ensure_topic(settings.kafka_address, settings.topic, settings.partitions)
+
+
+def connect_ray(settings: Settings) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=settings.ray_address or "auto", namespace="eventray",
+                 logging_level="WARNING", log_to_driver=False)
+
+
+def start_shards(settings: Settings, *, wait: bool = True) -> list[Any]:
+    """Create (or find) the named shard actors and wait until they have recovered."""
+    import ray
+
+    from eventray.platform.runtime.shard_actor import NAMESPACE, AggregateShard, shard_name
+
+    connect_ray(settings)
+    ensure_event_topic(settings)
+    handles = []
+    for index, parts in enumerate(assignment(settings)):
+        handles.append(
+            AggregateShard.options(
+                name=shard_name(settings.topic, index), namespace=NAMESPACE,
+                lifetime="detached", get_if_exists=True,
+            ).remote(settings, parts)
+        )
+    if wait:
+        ray.get([h.ready.remote() for h in handles])
+    return handles
+
+
+def stop_shards(settings: Settings) -> None:
+    """Stop and remove the shard actors of ``settings.topic`` (flushes their snapshots)."""
+    import ray
+
+    from eventray.platform.runtime.shard_actor import NAMESPACE, shard_name
+
+    connect_ray(settings)
+    for index in range(settings.partitions):
+        try:
+            handle = ray.get_actor(shard_name(settings.topic, index), namespace=NAMESPACE)
+        except ValueError:
+            continue
+        try:
+            ray.get(handle.stop.remote(), timeout=30)
+        except Exception:  # noqa: BLE001 - killing it below is the fallback
+            pass
+        ray.kill(handle, no_restart=True)
+
+
+class RayShardTransport(ShardTransport):
+    """Reaches shard actors by name, re-resolving a handle after a failure."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._owner = {p: i for i, parts in enumerate(assignment(settings)) for p in parts}
+        self._handles: dict[int, Any] = {}
+
+    def _handle(self, index: int) -> Any:
+        import ray
+
+        from eventray.platform.runtime.shard_actor import NAMESPACE, shard_name
+
+        handle = self._handles.get(index)
+        if handle is None:
+            handle = ray.get_actor(shard_name(self._settings.topic, index), namespace=NAMESPACE)
+            self._handles[index] = handle
+        return handle
+
+    async def submit(self, partition: int, payload: bytes) -> bytes:
+        index = self._owner[partition]
+        try:
+            return await self._handle(index).submit.remote(partition, payload)
+        except Exception:
+            self._handles.pop(index, None)
+            raise
+
+    async def read(self, partition: int, aggregate_id: str) -> Any:
+        return await self._handle(self._owner[partition]).read.remote(partition, aggregate_id)
+
+
+def command_bus(settings: Settings, *, transport: ShardTransport | None = None) -> CommandBus:
+    """A bus that reaches the shard actors of ``settings``; call inside a running loop."""
+    from eventray.platform.eventlog.admin import partition_for
+
+    wire = wire_codec()
+    if settings.partitions < 1:
+        raise ConfigurationError("EVENTRAY_PARTITIONS must be at least 1")
+    return CommandBus(
+        partitions=settings.partitions,
+        partition_for=partition_for,
+        transport=transport or RayShardTransport(settings),
+        encode_commands=wire.encode_commands,
+        decode_outcomes=wire.decode_outcomes,
+    )
+
+
+def run(coro):  # small helper for sync callers (CLI)
+    return asyncio.run(coro)
