@@ -72,7 +72,8 @@ def migrate(dsn: str, *, connect_timeout: float = 10.0) -> list[str]:
         try:
             with translated("creating eventray_migrations"):
                 conn.execute(_CREATE_TABLE)
-                done = dict(conn.execute("SELECT name, checksum FROM eventray_migrations").fetchall())
+                rows = conn.execute("SELECT name, checksum FROM eventray_migrations").fetchall()
+                done: dict[str, str] = {name: checksum for name, checksum in rows}
             for path in _files():
                 text = path.read_text(encoding="utf-8")
                 checksum = _checksum(text)
