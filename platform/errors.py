@@ -100,6 +100,16 @@ class CommitFailed(Retryable):
     code = "COMMIT_FAILED"
 
 
+class CommitOutcomeUnknown(CommitFailed):
+    """The Kafka transaction's outcome is unknown (the commit timed out): it may have committed.
+
+    Retrying is safe only after the writer was re-created (``init_transactions`` settles the
+    open transaction) and the shard has re-read its partition up to the last stable offset.
+    """
+
+    code = "COMMIT_UNKNOWN"
+
+
 class ServiceUnavailable(Retryable):
     """A backing service (Kafka, PostgreSQL, a shard actor) could not be reached."""
 
