@@ -1,0 +1,52 @@
+"""The ``eventray`` command.
+
+Each sub-command lives in its own module, which exposes ``register(subparsers)``: it adds its
+parser and sets ``func`` (taking the parsed namespace, returning an exit code) with
+``parser.set_defaults(func=...)``. To add one, write the module and list it in ``COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from rich.console import Console
+
+from eventray.platform.errors import EventrayError
+
+#: modules with a ``register(subparsers)`` function, in help order
+COMMANDS = (
+    "eventray.platform.devstack.cli",
+    "eventray.platform.demo",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eventray", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``eventray`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except EventrayError as e:
+        Console(stderr=True).print(f"[bold red]error[/] ({e.code}): {e.message}", highlight=False)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""The dev Ray head: ``ray start --head`` on 127.0.0.1, stopped without touching other clusters.
+
+``ray stop`` would kill every Ray process of the user, including other engineers' local
+clusters, so ``down`` terminates only the processes whose command line names this head's
+temp directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from eventray.platform.errors import StackError
+from eventray.platform.settings import Settings
+
+from . import _proc
+from .state import PieceStatus, StackState
+
+log = logging.getLogger("eventray.devstack.ray")
+
+# Ray puts unix sockets under its temp dir; keep the path short (sun_path is 107 bytes)
+_MAX_TEMP_DIR_LEN = 40
+
+
+def temp_dir(settings: Settings) -> Path:
+    """The head's ``--temp-dir``: under home when the path is short enough, else under /tmp."""
+    preferred = settings.home / "ray"
+    if len(str(preferred)) <= _MAX_TEMP_DIR_LEN:
+        return preferred
+    digest = hashlib.sha256(str(settings.home.resolve()).encode()).hexdigest()[:10]
+    return Path("/tmp") / f"eventray-ray-{digest}"
+
+
+def _address(settings: Settings) -> str:
+    return f"127.0.0.1:{settings.ray_port}"
+
+
+def _gcs_pid(settings: Settings) -> int | None:
+    pids = _proc.pids_matching("gcs_server", f"--gcs_server_port={settings.ray_port}",
+                               str(temp_dir(settings)))
+    return min(pids) if pids else None
+
+
+def status(settings: Settings) -> PieceStatus:
+    if settings.ray_address:
+        return PieceStatus("ray", "external", settings.ray_address)
+    pid = _gcs_pid(settings)
+    detail = str(temp_dir(settings) / "session_latest" / "logs")
+    if pid is None:
+        return PieceStatus("ray", "stopped", _address(settings), detail=detail)
+    return PieceStatus("ray", "running", _address(settings), pid, detail=detail)
+
+
+def _ray_executable() -> str:
+    beside = Path(sys.executable).parent / "ray"
+    found = str(beside) if beside.exists() else shutil.which("ray")
+    if not found:
+        raise StackError("the `ray` command is not installed; run `pip install -e '.[dev]'`")
+    return found
+
+
+def start(settings: Settings) -> PieceStatus:
+    """Start a local Ray head unless ours runs; wait until its GCS accepts connections."""
+    pid = _gcs_pid(settings)
+    started = False
+    if pid is None:
+        _proc.require_port(settings.ray_port, "the Ray head", "ray_port")
+        tmp = temp_dir(settings)
+        tmp.mkdir(parents=True, exist_ok=True)
+        args = [
+            _ray_executable(), "start", "--head", f"--port={settings.ray_port}",
+            "--node-ip-address=127.0.0.1", "--disable-usage-stats",
+            "--include-dashboard=false", f"--temp-dir={tmp}",
+        ]
+        if settings.ray_num_cpus is not None:
+            args.append(f"--num-cpus={settings.ray_num_cpus}")
+        env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+        env.pop("RAY_ADDRESS", None)
+        settings.logs_dir.mkdir(parents=True, exist_ok=True)
+        proc = _proc.run(args, what="starting the Ray head (ray start --head)", env=env, timeout=180)
+        (settings.logs_dir / "ray-start.log").write_text(proc.stdout + proc.stderr)
+        _proc.wait_until(lambda: _gcs_pid(settings) is not None, timeout=30,
+                         what="the Ray head's GCS process")
+        pid = _gcs_pid(settings)
+        started = True
+        log.info("started the Ray head (gcs pid %s) at %s", pid, _address(settings))
+    _proc.wait_until(lambda: _proc.port_accepts(settings.ray_port), timeout=60,
+                     what=f"Ray GCS at {_address(settings)}")
+    state = StackState.load(settings.home)
+    state.ray_address = _address(settings)
+    state.save(settings.home)
+    return PieceStatus("ray", "running", _address(settings), pid, started,
+                       str(temp_dir(settings) / "session_latest" / "logs"))
+
+
+def stop(settings: Settings) -> bool:
+    """Terminate this head's processes only; True when it was running."""
+    was_running = _gcs_pid(settings) is not None
+    ours = _proc.pids_matching(str(temp_dir(settings)))
+    # the Ray client server names the GCS address, not the temp dir
+    ours += _proc.pids_matching("ray.util.client.server", f":{settings.ray_port} ")
+    pids = _proc.with_descendants(ours)
+    if pids:
+        # gcs_server and the autoscaler monitor ignore SIGTERM; `ray stop` also escalates
+        _proc.terminate(pids, timeout=8, stubborn_ok=True)
+    return was_running

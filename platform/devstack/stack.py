@@ -1,0 +1,188 @@
+"""``dev up | down | status``: the three pieces together, idempotent, serialized by a file lock."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+from rich.console import Console
+from rich.table import Table
+
+from eventray.platform.errors import StackError
+from eventray.platform.settings import Settings
+
+from . import kafka, postgres, rayhead
+from .state import PieceStatus, effective_settings, locked
+
+log = logging.getLogger("eventray.devstack")
+
+PIECES = ("postgres", "kafka", "ray")
+_MODULES = {"postgres": postgres, "kafka": kafka, "ray": rayhead}
+
+
+@dataclass(frozen=True)
+class StackReport:
+    """The outcome of ``up`` / ``status``.
+
+    Attributes:
+        settings: effective settings (addresses filled in, see ``effective_settings``).
+        pieces: one status per piece, in ``PIECES`` order.
+        migrations: names of the migrations ``up`` applied (empty when none were pending).
+        seconds: how long the call took.
+    """
+
+    settings: Settings
+    pieces: tuple[PieceStatus, ...]
+    migrations: tuple[str, ...] = ()
+    seconds: float = 0.0
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def started(self) -> tuple[str, ...]:
+        """Names of the pieces this call started (empty for a no-op ``up``)."""
+        return tuple(p.name for p in self.pieces if p.started)
+
+    def __getitem__(self, name: str) -> PieceStatus:
+        for piece in self.pieces:
+            if piece.name == name:
+                return piece
+        raise KeyError(name)
+
+
+def status(settings: Settings | None = None) -> StackReport:
+    """Report each piece (running / stopped / external) without starting anything."""
+    settings = settings if settings is not None else Settings()
+    return StackReport(
+        effective_settings(settings), tuple(_MODULES[n].status(settings) for n in PIECES)
+    )
+
+
+def up(settings: Settings | None = None, *, console: Console | None = None) -> StackReport:
+    """Bring the local stack up: PostgreSQL (then migrations), Kafka, a Ray head.
+
+    Pieces whose address is configured (``EVENTRAY_DATABASE_URL``, ``EVENTRAY_KAFKA_BOOTSTRAP``,
+    ``EVENTRAY_RAY_ADDRESS``) are left alone. Running pieces are only checked for readiness,
+    so a second call is a quick no-op. Safe to call from several processes at once.
+
+    Args:
+        settings: configured settings; ``Settings()`` when omitted.
+        console: where to show progress; a stderr console when omitted.
+
+    Returns:
+        The report, whose ``settings`` are the effective ones to connect with.
+
+    Raises:
+        StackError: a piece could not be started; the message says what to do.
+    """
+    settings = settings if settings is not None else Settings()
+    console = console or Console(stderr=True)
+    t0 = time.monotonic()
+    with locked(settings.home):
+        current = {n: _MODULES[n].status(settings) for n in PIECES}
+        todo = [n for n in PIECES if current[n].state != "external"]
+        with console.status("checking prerequisites") as spinner:
+            # installs (apt, Maven) go one at a time, before anything starts in parallel
+            if current["postgres"].state == "stopped":
+                postgres._require_bin_dir()
+            if current["kafka"].state == "stopped":
+                kafka.prepare(settings)
+            waiting = set(todo)
+            spinner.update(_waiting_text(waiting, current))
+            results: dict[str, PieceStatus] = dict(current)
+            migrations: tuple[str, ...] = ()
+            errors: list[BaseException] = []
+
+            def start_postgres() -> PieceStatus:
+                nonlocal migrations
+                piece = postgres.start(settings)
+                migrations = _migrate(piece.address or "")
+                return piece
+
+            starters: dict[str, Callable[[], PieceStatus]] = {
+                "postgres": start_postgres,
+                "kafka": lambda: kafka.start(settings),
+                "ray": lambda: rayhead.start(settings),
+            }
+            with ThreadPoolExecutor(max_workers=3, thread_name_prefix="devstack") as pool:
+                futures = {n: pool.submit(starters[n]) for n in todo}
+                for name, fut in futures.items():
+                    try:
+                        results[name] = fut.result()
+                    except BaseException as e:  # noqa: BLE001 - reported below, after the others
+                        errors.append(e)
+                        log.error("dev up: %s failed: %s", name, e)
+                    waiting.discard(name)
+                    spinner.update(_waiting_text(waiting, current))
+        if current["postgres"].state == "external" and settings.database_url:
+            migrations = _migrate(settings.database_url)
+    if errors:
+        first = errors[0]
+        if isinstance(first, StackError):
+            raise first
+        raise StackError(f"dev up failed: {first!r}") from first
+    return StackReport(
+        effective_settings(settings), tuple(results[n] for n in PIECES), migrations,
+        time.monotonic() - t0,
+    )
+
+
+def _waiting_text(waiting: set[str], current: dict[str, PieceStatus]) -> str:
+    if not waiting:
+        return "ready"
+    verbs = [f"{n} ({'checking' if current[n].state == 'running' else 'starting'})"
+             for n in PIECES if n in waiting]
+    return "waiting for " + ", ".join(verbs)
+
+
+def _migrate(dsn: str) -> tuple[str, ...]:
+    try:
+        migrations = importlib.import_module("eventray.platform.migrations")
+    except ModuleNotFoundError as e:
+        if e.name != "eventray.platform.migrations":
+            raise
+        log.info("no eventray.platform.migrations module yet; skipping migrations")
+        return ()
+    try:
+        applied = migrations.migrate(dsn)
+    except Exception as e:
+        raise StackError(f"running the PostgreSQL migrations against {dsn} failed: {e}") from e
+    return tuple(applied or ())
+
+
+def down(settings: Settings | None = None) -> tuple[str, ...]:
+    """Stop the pieces the dev stack started (Ray, then Kafka, then PostgreSQL).
+
+    Returns:
+        Names of the pieces that were running and are now stopped.
+    """
+    settings = settings if settings is not None else Settings()
+    stopped = []
+    with locked(settings.home):
+        for name in reversed(PIECES):
+            module = _MODULES[name]
+            if module.status(settings).state == "external":
+                continue
+            if module.stop(settings):
+                stopped.append(name)
+    return tuple(stopped)
+
+
+def render(report: StackReport, console: Console, *, title: str = "eventray dev stack") -> None:
+    """Print a report as a table."""
+    table = Table(title=title, title_justify="left")
+    for col in ("piece", "state", "address", "pid", "note"):
+        table.add_column(col, overflow="fold")
+    style = {"running": "green", "stopped": "red", "external": "cyan"}
+    for p in report.pieces:
+        state = p.state + (" (started)" if p.started else "")
+        table.add_row(p.name, f"[{style[p.state]}]{state}[/]", p.address or "", str(p.pid or ""),
+                      p.detail)
+    console.print(table)
+    if report.migrations:
+        console.print(f"applied migrations: {', '.join(report.migrations)}")
+    if report.seconds:
+        console.print(f"took {report.seconds:.1f}s")

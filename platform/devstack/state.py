@@ -1,0 +1,109 @@
+"""What the dev stack decided at run time, persisted so every process agrees.
+
+``dev up`` may have to move PostgreSQL to another port (the configured one was taken by a
+foreign server) or its cluster to a directory the ``postgres`` user can reach. Those choices
+live in ``<home>/devstack.json``; :func:`effective_settings` folds them into a
+:class:`~eventray.platform.settings.Settings` so consumers never read the file themselves.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from eventray.platform.settings import Settings
+
+PieceState = Literal["running", "stopped", "external"]
+
+
+@dataclass(frozen=True)
+class PieceStatus:
+    """Where one piece of the stack (``postgres``, ``kafka``, ``ray``) stands.
+
+    Attributes:
+        name: the piece.
+        state: ``running`` (started by the dev stack and ready), ``stopped``, or ``external``
+            (an address is configured, the dev stack leaves it alone).
+        address: what clients connect to.
+        pid: the main process, when the dev stack runs it.
+        started: True when this call started it (only set by ``up``).
+        detail: a short human note (log file, data directory, ...).
+    """
+
+    name: str
+    state: PieceState
+    address: str | None = None
+    pid: int | None = None
+    started: bool = False
+    detail: str = ""
+
+
+@dataclass
+class StackState:
+    """The dev stack's run-time choices (all optional: absent means "the configured default")."""
+
+    postgres_port: int | None = None
+    postgres_dir: str | None = None
+    ray_address: str | None = None
+
+    @classmethod
+    def load(cls, home: Path) -> StackState:
+        try:
+            raw = json.loads(state_file(home).read_text())
+        except (OSError, ValueError):
+            return cls()
+        return cls(**{k: raw.get(k) for k in cls.__dataclass_fields__})
+
+    def save(self, home: Path) -> None:
+        home.mkdir(parents=True, exist_ok=True)
+        tmp = state_file(home).with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        os.replace(tmp, state_file(home))
+
+
+def state_file(home: Path) -> Path:
+    return home / "devstack.json"
+
+
+@contextmanager
+def locked(home: Path) -> Iterator[None]:
+    """Serialize ``up``/``down`` across processes (parallel test sessions share one stack)."""
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / "devstack.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def effective_settings(settings: Settings | None = None) -> Settings:
+    """Settings with every service address filled in: the configured one, else the dev stack's.
+
+    Use this wherever code needs to connect to the local stack: it accounts for a PostgreSQL
+    port that ``dev up`` had to change. ``kafka_bootstrap``, ``database_url`` and
+    ``ray_address`` are never ``None`` on the result.
+
+    Args:
+        settings: the configured settings; ``Settings()`` (from the environment) when omitted.
+    """
+    settings = settings if settings is not None else Settings()
+    state = StackState.load(settings.home)
+    update: dict[str, object] = {}
+    if settings.database_url is None:
+        port = state.postgres_port or settings.postgres_port
+        update["postgres_port"] = port
+        update["database_url"] = (
+            f"postgresql://{settings.postgres_user}@127.0.0.1:{port}/{settings.postgres_db}"
+        )
+    if settings.kafka_bootstrap is None:
+        update["kafka_bootstrap"] = settings.kafka_address
+    if settings.ray_address is None:
+        update["ray_address"] = state.ray_address or f"127.0.0.1:{settings.ray_port}"
+    return settings.model_copy(update=update)

@@ -1,0 +1,40 @@
+"""The dev stack's run-time choices reach every Settings consumer through effective_settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from eventray.platform.devstack import effective_settings
+from eventray.platform.devstack.kafka import new_cluster_id
+from eventray.platform.devstack.state import StackState
+from eventray.platform.settings import Settings
+
+
+def test_moved_postgres_port_reaches_the_dsn(tmp_path: Path) -> None:
+    StackState(postgres_port=60123).save(tmp_path)
+    eff = effective_settings(Settings(home=tmp_path, database_url=None, kafka_bootstrap=None,
+                                      ray_address=None))
+    assert eff.postgres_port == 60123
+    assert eff.database_url is not None and ":60123/" in eff.database_url
+    assert eff.dsn == eff.database_url
+    assert eff.kafka_bootstrap == f"127.0.0.1:{eff.kafka_port}"
+    assert eff.ray_address == f"127.0.0.1:{eff.ray_port}"
+
+
+def test_configured_addresses_win(tmp_path: Path) -> None:
+    StackState(postgres_port=60123).save(tmp_path)
+    configured = Settings(home=tmp_path, database_url="postgresql://x@db/y",
+                          kafka_bootstrap="k:9092", ray_address="ray://r:10001")
+    eff = effective_settings(configured)
+    assert (eff.database_url, eff.kafka_bootstrap, eff.ray_address) == (
+        "postgresql://x@db/y", "k:9092", "ray://r:10001")
+
+
+def test_no_state_file_means_configured_ports(tmp_path: Path) -> None:
+    eff = effective_settings(Settings(home=tmp_path, database_url=None))
+    assert f":{eff.postgres_port}/" in (eff.database_url or "")
+
+
+def test_cluster_id_is_kafka_shaped() -> None:
+    cid = new_cluster_id()
+    assert len(cid) == 22 and not cid.startswith("-")
