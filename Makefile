@@ -5,10 +5,30 @@ VENV := .venv
 PY := $(VENV)/bin/python
 EVENTRAY := $(VENV)/bin/eventray
 STAMP := $(VENV)/.installed
+# system packages the local stack needs; `make deps` installs the missing ones when root
+APT_JAVA := openjdk-17-jre-headless
+APT_MAVEN := maven
+APT_POSTGRES := postgresql
+APT_VENV := python3-venv
 
-.PHONY: venv demo test unit integration e2e up down status clean
+.PHONY: deps venv demo test unit integration up down status clean
 
-$(STAMP): pyproject.toml
+deps:
+	@missing=""; \
+	command -v java >/dev/null || missing="$$missing $(APT_JAVA)"; \
+	command -v mvn >/dev/null || missing="$$missing $(APT_MAVEN)"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null \
+	  || missing="$$missing $(APT_POSTGRES)"; \
+	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || test -x $(PY) || missing="$$missing $(APT_VENV)"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	else \
+	  echo "missing system packages:$$missing -- install them with: sudo apt-get install -y$$missing" >&2; exit 1; \
+	fi
+
+$(STAMP): pyproject.toml | deps
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
@@ -16,7 +36,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-up: $(STAMP)
+up: deps $(STAMP)
 	$(EVENTRAY) dev up
 
 down: $(STAMP)
@@ -30,6 +50,9 @@ demo: up
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q
+
+integration: up
+	$(PY) -m pytest tests/integration -q
 
 test: up
 	$(PY) -m pytest -q

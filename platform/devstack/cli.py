@@ -15,7 +15,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     dev = subparsers.add_parser("dev", help="the local stack: PostgreSQL, Kafka, Ray")
     actions = dev.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("up", help="start what is not running (idempotent)").set_defaults(func=_up)
-    actions.add_parser("down", help="stop what dev up started").set_defaults(func=_down)
+    down = actions.add_parser("down", help="stop what dev up started")
+    down.add_argument("--purge", action="store_true",
+                      help="also delete the stack's data (keeps the downloaded jars)")
+    down.set_defaults(func=_down)
     actions.add_parser("status", help="show each piece").set_defaults(func=_status)
 
 
@@ -27,7 +30,7 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
-    stopped = stack.down(Settings())
+    stopped = stack.down(Settings(), purge=args.purge)
     Console().print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
     return 0
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import importlib
 import logging
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from rich.console import Console
@@ -16,7 +18,7 @@ from eventray.platform.errors import StackError
 from eventray.platform.settings import Settings
 
 from . import kafka, postgres, rayhead
-from .state import PieceStatus, effective_settings, locked
+from .state import PieceStatus, StackState, effective_settings, locked, state_file
 
 log = logging.getLogger("eventray.devstack")
 
@@ -153,8 +155,13 @@ def _migrate(dsn: str) -> tuple[str, ...]:
     return tuple(applied or ())
 
 
-def down(settings: Settings | None = None) -> tuple[str, ...]:
+def down(settings: Settings | None = None, *, purge: bool = False) -> tuple[str, ...]:
     """Stop the pieces the dev stack started (Ray, then Kafka, then PostgreSQL).
+
+    Args:
+        settings: configured settings; ``Settings()`` when omitted.
+        purge: also delete the stack's data (Kafka log, PostgreSQL cluster, Ray temp dir and
+            the state file); the downloaded jars stay.
 
     Returns:
         Names of the pieces that were running and are now stopped.
@@ -168,7 +175,23 @@ def down(settings: Settings | None = None) -> tuple[str, ...]:
                 continue
             if module.stop(settings):
                 stopped.append(name)
+        if purge:
+            _purge(settings)
     return tuple(stopped)
+
+
+def _purge(settings: Settings) -> None:
+    state = StackState.load(settings.home)
+    doomed = [settings.data_dir, rayhead.temp_dir(settings), settings.home / "run"]
+    if settings.database_url is None:
+        cdir = postgres.cluster_dir(settings, state)
+        doomed.append(cdir)
+        if cdir.parent.parent == Path("/var/lib/eventray"):
+            doomed.append(cdir.parent)
+    for path in doomed:
+        log.info("purging %s", path)
+        shutil.rmtree(path, ignore_errors=True)
+    state_file(settings.home).unlink(missing_ok=True)
 
 
 def render(report: StackReport, console: Console, *, title: str = "eventray dev stack") -> None:
