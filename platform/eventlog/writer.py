@@ -216,7 +216,9 @@ class TransactionalWriter:
             Fenced: a newer writer owns the partition; this writer is unusable from now on.
             CommitOutcomeUnknown: the commit timed out and may have happened; call
                 :meth:`recreate`, then re-read the partition before retrying.
-            CommitFailed: nothing of the batch was written (aborted); safe to retry.
+            CommitFailed: nothing of the batch was written (aborted); safe to retry. The
+                writer has already re-created its producer (or, if that failed, the next
+                append raises until :meth:`recreate` succeeds).
             ConfigurationError: a permanent refusal (a record over ``max_request_size``,
                 missing authorisation); retrying will fail the same way.
         """
@@ -249,6 +251,18 @@ class TransactionalWriter:
             ) from e
         except Exception as e:
             self._abort_after(e, stage="commit")
+        failed = [f.exception for f in futures if f.exception is not None or f.value is None]
+        if failed:
+            # kafka-python 3.0.12 can report a commit as successful while records of the
+            # transaction failed (seen after an abort that bumped the epoch: the next batch got
+            # OutOfOrderSequenceNumber and the commit went through without it). Whatever did
+            # commit is visible, so the batch is neither whole nor absent.
+            self._needs_recreate = True
+            raise CommitOutcomeUnknown(
+                f"commit on {topic}[{partition}] reported success but {len(failed)} of "
+                f"{len(records)} records failed ({failed[0]!r}); call recreate() and re-read the partition",
+                transactional_id=self.transactional_id,
+            )
         return [f.value.offset for f in futures]
 
     def _end_transaction(self, *, commit: bool) -> None:
@@ -289,6 +303,15 @@ class TransactionalWriter:
             log.warning("abort after %s failed on %s: %s: %s", stage, where, type(e).__name__, e)
             aborted = False
             self._needs_recreate = True
+        if aborted:
+            # Start the next batch on a fresh producer: kafka-python 3.0.12's in-place recovery
+            # after an abortable error (epoch bump) loses the next transaction's records.
+            try:
+                self.recreate()
+            except Exception as e:
+                log.warning("re-creating writer %s after an abort failed: %s: %s",
+                            self.transactional_id, type(e).__name__, e)
+                self._needs_recreate = True
         if isinstance(error, _PERMANENT):
             raise ConfigurationError(
                 f"Kafka refused the batch for {where}: {type(error).__name__}: {error}. Check "
