@@ -119,8 +119,8 @@ def read_decoded(settings: Settings, partition: int, from_offset: int):
     codec = event_codec()
     reader = PartitionReader(bootstrap=settings.kafka_address, topic=settings.topic, partition=partition)
     try:
-        for batch in reader.read_batches(from_offset):
-            yield from codec.decode_many(batch, partition=partition)
+        for batch in reader.read_events(codec, from_offset):
+            yield from batch
     finally:
         reader.close()
 
@@ -238,6 +238,8 @@ def command_bus(settings: Settings, *, transport: ShardTransport | None = None) 
         transport=transport or RayShardTransport(settings),
         encode_commands=wire.encode_commands,
         decode_outcomes=wire.decode_outcomes,
+        batch_max=settings.shard_batch_max,
+        waiting_max=settings.bus_waiting_max,
     )
 
 

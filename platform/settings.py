@@ -57,8 +57,8 @@ class Settings(BaseSettings):
     shards: int = 2
     dedupe_window: int = 100_000
     shard_batch_max: int = 2048
-    shard_batch_linger_ms: float = 1.0
     shard_queue_max: int = 20_000
+    bus_waiting_max: int = 50_000
     snapshot_every_events: int = 5_000
     snapshot_interval_s: float = 2.0
 

@@ -226,15 +226,21 @@ class ShardService:
                 await asyncio.wait_for(self.start(), self.config.recovery_wait_s)
             except asyncio.TimeoutError:
                 return [_fail(c, ShardRecovering()) for c in commands]
-        if part.queued_commands + len(commands) > self.config.queue_max:
-            return [_fail(c, Overloaded(f"shard queue for partition {partition} is full "
-                                        f"({self.config.queue_max} commands); back off and retry"))
-                    for c in commands]
+        room = self.config.queue_max - part.queued_commands
+        rejected: list[Outcome] = []
+        if room < len(commands):
+            # accept what fits, in order; the rest is refused, retryably
+            err = Overloaded(f"shard queue for partition {partition} is full "
+                             f"({self.config.queue_max} commands); back off and retry")
+            rejected = [_fail(c, err) for c in commands[max(room, 0):]]
+            commands = commands[:max(room, 0)]
+            if not commands:
+                return rejected
         fut: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
         part.queue.append(_Queued(commands, fut))
         part.queued_commands += len(commands)
         part.wakeup.set()
-        return await fut
+        return await fut + rejected
 
     async def _run(self, part: _Partition) -> None:
         while True:

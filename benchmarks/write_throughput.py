@@ -1,0 +1,155 @@
+"""Durable commands/s and latency through the command bus, against the `eventsourcing` library.
+
+    python -m benchmarks.write_throughput [--quick]
+
+The load: deposits spread over 10,000 accounts on 4 partitions, at 1, 16 and 256 concurrent
+clients. eventray's clients are asyncio tasks on the command bus (each waits for its
+command's Kafka commit); the peer's are threads on an `eventsourcing` Application with
+repository get and save on PostgreSQL, snapshotting on. Both run here, now, on the same
+PostgreSQL server. Writes benchmarks/results/write_throughput.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from typing import Any
+
+from benchmarks._common import median, parser, percentile, print_table, write_results
+
+CONCURRENCY = (1, 16, 256)
+ACCOUNTS = 10_000
+PARTITIONS = 4
+
+
+async def _eventray_point(bus, accounts: list[str], concurrency: int, duration_s: float, seed: int) -> dict[str, Any]:
+    from eventray.aggregates.account import Deposit
+
+    latencies: list[float] = []
+    failures = 0
+    stop_at = time.perf_counter() + duration_s
+
+    async def client(i: int) -> None:
+        nonlocal failures
+        rng = random.Random(seed * 1000 + i)
+        while time.perf_counter() < stop_at:
+            cmd = Deposit(aggregate_id=rng.choice(accounts), amount=rng.randint(1, 100))
+            t0 = time.perf_counter()
+            while True:
+                out = await bus.send(cmd)
+                if not out.retryable:
+                    break
+                await asyncio.sleep(0.01)
+            if not out.ok:
+                failures += 1
+            latencies.append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client(i) for i in range(concurrency)))
+    elapsed = time.perf_counter() - t0
+    return {"count": len(latencies), "elapsed_s": elapsed, "latencies": latencies, "failures": failures}
+
+
+def _summary(system: str, concurrency: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    rates = [r["count"] / r["elapsed_s"] for r in runs]
+    p50s = [percentile(r["latencies"], 50) * 1000 for r in runs]
+    p99s = [percentile(r["latencies"], 99) * 1000 for r in runs]
+    return {"system": system, "concurrency": concurrency, "cmds_per_s": median(rates),
+            "p50_ms": median(p50s), "p99_ms": median(p99s), "runs": len(runs),
+            "cmds_per_s_runs": [round(r, 1) for r in rates],
+            "failures": sum(r.get("failures", 0) for r in runs)}
+
+
+async def run_eventray(settings, duration_s: float, repeats: int, progress) -> list[dict[str, Any]]:
+    from eventray.aggregates.account import OpenAccount
+    from eventray.platform import composition
+
+    composition.start_shards(settings)
+    bus = composition.command_bus(settings)
+    accounts = [f"bench-{i}" for i in range(ACCOUNTS)]
+    outs = await bus.send_many([OpenAccount(aggregate_id=a, owner_id="bench", currency="EUR") for a in accounts])
+    bad = [o for o in outs if not o.ok]
+    if bad:
+        raise RuntimeError(f"could not open the benchmark accounts: {bad[0]}")
+    rows = []
+    for c in CONCURRENCY:
+        await _eventray_point(bus, accounts, c, min(1.0, duration_s), seed=0)  # warm-up
+        runs = []
+        for r in range(repeats):
+            runs.append(await _eventray_point(bus, accounts, c, duration_s, seed=r + 1))
+            progress()
+        rows.append(_summary("eventray", c, runs))
+    composition.stop_shards(settings)
+    return rows
+
+
+def run_peer(dsn: str, duration_s: float, repeats: int, progress) -> list[dict[str, Any]]:
+    from benchmarks._peer_eventsourcing import drop_schema, make_bank, run_load
+
+    rows = []
+    schema = f"bench_peer_{uuid.uuid4().hex[:8]}"
+    try:
+        for c in CONCURRENCY:
+            bank = make_bank(dsn, schema, pool_size=min(c, 64))
+            if c == CONCURRENCY[0]:
+                accounts = [bank.open_account("bench", "EUR") for _ in range(ACCOUNTS)]
+            run_load(bank, accounts, c, min(1.0, duration_s), seed=0)  # warm-up
+            runs = []
+            for r in range(repeats):
+                runs.append(run_load(bank, accounts, c, duration_s, seed=r + 1))
+                progress()
+            rows.append(_summary("eventsourcing", c, runs))
+            bank.close()
+    finally:
+        drop_schema(dsn, schema)
+    return rows
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0]).parse_args()
+    duration_s = 3.0 if args.quick else 10.0
+    repeats = args.repeats or (3 if args.quick else 5)
+
+    from rich.progress import Progress
+
+    from eventray.platform.devstack import stack
+    from eventray.platform.devstack.state import effective_settings
+
+    stack.up()
+    settings = effective_settings()
+    settings = settings.model_copy(update={"topic": f"bench-write-{uuid.uuid4().hex[:8]}",
+                                           "partitions": PARTITIONS})
+    total = 2 * len(CONCURRENCY) * repeats
+    with Progress() as bar:
+        task = bar.add_task("write throughput", total=total)
+        step = lambda: bar.advance(task)  # noqa: E731
+        ours = asyncio.run(run_eventray(settings, duration_s, repeats, step))
+        peer = run_peer(settings.dsn, duration_s, repeats, step)
+    rows = ours + peer
+    best_ours = max(r["cmds_per_s"] for r in ours)
+    best_peer = max(r["cmds_per_s"] for r in peer)
+    result = {
+        "eventray_cmds_per_s": best_ours,
+        "peer_cmds_per_s": best_peer,
+        "ratio": best_ours / best_peer,
+        "p50_ms_c1": next(r["p50_ms"] for r in ours if r["concurrency"] == 1),
+        "p99_ms_c256": next(r["p99_ms"] for r in ours if r["concurrency"] == 256),
+        "rows": rows,
+        "quick": args.quick,
+        "duration_s": duration_s,
+        "repeats": repeats,
+        "accounts": ACCOUNTS,
+        "partitions": PARTITIONS,
+        "shards": settings.shards,
+    }
+    path = write_results("write_throughput", result)
+    print_table("write throughput (median of runs)", rows,
+                ["system", "concurrency", "cmds_per_s", "p50_ms", "p99_ms", "failures"])
+    print(f"eventray {best_ours:,.0f} cmds/s vs eventsourcing {best_peer:,.0f} cmds/s "
+          f"= {best_ours / best_peer:.1f}x; results in {path}")
+
+
+if __name__ == "__main__":
+    main()
