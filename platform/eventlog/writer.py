@@ -95,6 +95,7 @@ class TransactionalWriter:
         max_request_size: int = 1024 * 1024,
         compression_type: str | None = None,
         max_block_ms: int = 30_000,
+        retry_backoff_ms: int = 2,
         client_id: str | None = None,
         producer_configs: dict[str, Any] | None = None,
     ) -> None:
@@ -115,6 +116,7 @@ class TransactionalWriter:
             "max_request_size": max_request_size,
             "compression_type": compression_type,
             "max_block_ms": max_block_ms,
+            "retry_backoff_ms": retry_backoff_ms,
             **(producer_configs or {}),
         }
         self._producer: KafkaProducer | None = None

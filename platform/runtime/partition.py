@@ -57,7 +57,7 @@ class PartitionCore:
     Args:
         aggregates: the aggregate types this partition hosts.
         encode: builds one log record value from an event and its envelope fields
-            (keyword arguments ``aggregate_type``, ``aggregate_id``, ``version``,
+            (keyword arguments ``event_id``, ``aggregate_type``, ``aggregate_id``, ``version``,
             ``command_id``, ``correlation_id``, ``subject``).
         dedupe_window: how many recent command ids to remember for idempotency.
     """
@@ -153,6 +153,8 @@ class PartitionCore:
                     values.append(
                         encode(
                             event,
+                            # deterministic: the same event always has the same id
+                            event_id=f"{agg_id}:{version}",
                             aggregate_type=agg.name,
                             aggregate_id=agg_id,
                             version=version,
