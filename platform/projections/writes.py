@@ -1,0 +1,101 @@
+"""The batch writer a projection's handlers fill, and its bulk flush into PostgreSQL.
+
+Handlers only buffer: ``append`` (a new row of an append-only table), ``create`` (a new keyed
+row) and ``update`` (set columns of a keyed row). Updates to a row created in the same batch
+fold into it, and several updates of one row fold into one, so a batch costs one COPY per
+table for new rows and one pipelined UPDATE per distinct row changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from psycopg import sql
+
+from eventray.platform.errors import ConfigurationError
+from eventray.platform.projections.definition import Table
+
+__all__ = ["BatchWrites"]
+
+
+class _TableBuffer:
+    __slots__ = ("appended", "created", "spec", "updated")
+
+    def __init__(self, spec: Table) -> None:
+        self.spec = spec
+        self.appended: list[tuple[Any, ...]] = []
+        self.created: dict[Any, dict[str, Any]] = {}
+        self.updated: dict[Any, dict[str, Any]] = {}
+
+
+class BatchWrites:
+    """Writes buffered for one batch; flushed by the runtime in the batch's transaction."""
+
+    def __init__(self, tables: Iterable[Table]) -> None:
+        self._tables = {t.name: _TableBuffer(t) for t in tables}
+
+    def _buffer(self, table: str) -> _TableBuffer:
+        try:
+            return self._tables[table]
+        except KeyError:
+            raise ConfigurationError(f"table {table!r} is not declared in the projection's tables") from None
+
+    # --- what handlers call ------------------------------------------------------------------
+
+    def append(self, table: str, row: tuple[Any, ...]) -> None:
+        """Add a row to an append-only table; values in the table's column order."""
+        self._tables[table].appended.append(row)
+
+    def create(self, table: str, row: Mapping[str, Any]) -> None:
+        """Add a new row to a keyed table; ``row`` has every declared column."""
+        buf = self._buffer(table)
+        key = tuple(row[k] for k in buf.spec.key)
+        buf.created[key] = dict(row)
+
+    def update(self, table: str, key: Any, **columns: Any) -> None:
+        """Set ``columns`` of the row with ``key`` (a value, or a tuple for a compound key)."""
+        buf = self._buffer(table)
+        k = key if isinstance(key, tuple) else (key,)
+        created = buf.created.get(k)
+        if created is not None:
+            created.update(columns)
+            return
+        pending = buf.updated.get(k)
+        if pending is None:
+            buf.updated[k] = columns
+        else:
+            pending.update(columns)
+
+    # --- what the runtime calls --------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return sum(len(b.appended) + len(b.created) + len(b.updated) for b in self._tables.values())
+
+    def flush(self, cur: Any, schema: str) -> None:
+        """Write everything buffered with cursor ``cur`` (inside the batch's transaction)."""
+        for buf in self._tables.values():
+            spec = buf.spec
+            target = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(spec.name))
+            cols = sql.SQL(", ").join(map(sql.Identifier, spec.columns))
+            if buf.created or buf.appended:
+                with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(target, cols)) as copy:
+                    write_row = copy.write_row
+                    for row in buf.appended:
+                        write_row(row)
+                    if buf.created:
+                        names = spec.columns
+                        for row in buf.created.values():
+                            write_row([row[c] for c in names])
+            if buf.updated:
+                by_shape: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+                for key, changes in buf.updated.items():
+                    shape = tuple(changes)
+                    by_shape.setdefault(shape, []).append((*changes.values(), *key))
+                for shape, params in by_shape.items():
+                    stmt = sql.SQL("UPDATE {} SET {} WHERE {}").format(
+                        target,
+                        sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in shape),
+                        sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in spec.key),
+                    )
+                    cur.executemany(stmt, params)
