@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -78,8 +78,10 @@ class PartitionCore:
         self._encode = encode
         self._window = dedupe_window
         self.entries: dict[str, Entry] = {}
-        #: command_id -> (aggregate_id, version after, events) of the first application
-        self.seen: OrderedDict[str, tuple[str, int, tuple[Event, ...]]] = OrderedDict()
+        #: command_id -> version after its first application, with its events when it was
+        #: decided by this incarnation (a replayed one keeps only the version: memory)
+        self.seen: dict[str, int | tuple[int, tuple[Event, ...]]] = {}
+        self._seen_order: deque[str] = deque()
         #: aggregate ids changed since the last snapshot
         self.dirty: set[str] = set()
         #: offset just past the last record this core has applied (committed or replayed)
@@ -103,9 +105,10 @@ class PartitionCore:
             agg_id = command.aggregate_id
             first = self.seen.get(cid)
             if first is not None:
+                version_after, first_events = first if type(first) is tuple else (first, ())
                 outcomes.append(
-                    Outcome(command_id=cid, aggregate_id=first[0], version=first[1],
-                            events=first[2], duplicate=True)
+                    Outcome(command_id=cid, aggregate_id=agg_id, version=version_after,
+                            events=first_events, duplicate=True)
                 )
                 continue
             if cid in fresh:
@@ -184,7 +187,7 @@ class PartitionCore:
             self.next_offset = max(self.next_offset, offsets[-1] + 1)
         for outcome in batch.outcomes:
             if outcome.ok and not outcome.duplicate:
-                self._remember(outcome.command_id, outcome.aggregate_id, outcome.version, outcome.events)
+                self._remember(outcome.command_id, (outcome.version, outcome.events))
         return batch.outcomes
 
     def rolled_back(self) -> None:
@@ -208,11 +211,13 @@ class PartitionCore:
         self._pending = None
         return batch
 
-    def _remember(self, cid: str, agg_id: str, version: int, events: tuple[Event, ...]) -> None:
+    def _remember(self, cid: str, first: int | tuple[int, tuple[Event, ...]]) -> None:
         seen = self.seen
-        seen[cid] = (agg_id, version, events)
-        if len(seen) > self._window:
-            seen.popitem(last=False)
+        if cid not in seen:
+            self._seen_order.append(cid)
+            if len(self._seen_order) > self._window:
+                seen.pop(self._seen_order.popleft(), None)
+        seen[cid] = first
 
     # --------------------------------------------------------------- recovery path
 
@@ -249,12 +254,11 @@ class PartitionCore:
         return True
 
     def _remember_replayed(self, cid: str, agg_id: str, version: int, event: Event) -> None:
-        seen = self.seen
-        first = seen.get(cid)
-        if first is not None and first[0] == agg_id:
-            seen[cid] = (agg_id, max(version, first[1]), first[2] + (event,))
-            return
-        self._remember(cid, agg_id, version, (event,))
+        first = self.seen.get(cid)
+        if first is None:
+            self._remember(cid, version)
+        elif type(first) is int and version > first:
+            self.seen[cid] = version
 
     def snapshot_candidates(self) -> list[tuple[str, Entry]]:
         """Take the changed entries for a snapshot and clear the dirty set."""
