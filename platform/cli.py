@@ -20,6 +20,9 @@ from eventray.platform.errors import EventrayError
 COMMANDS = (
     "eventray.platform.devstack.cli",
     "eventray.platform.demo",
+    "eventray.platform.projections.cli",
+    "eventray.serving.cli",
+    "eventray.platform.ml.cli",
 )
 
 

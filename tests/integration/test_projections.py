@@ -1,0 +1,248 @@
+"""The read path on real Kafka, PostgreSQL and Ray: killed runners, replay under load, poison.
+
+Each test gets a database of its own (so projection schemas and the runtime tables never
+meet another engineer's) and a topic of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+import psycopg
+import pytest
+import ray
+from psycopg_pool import AsyncConnectionPool
+
+from eventray.aggregates import ACCOUNT
+from eventray.aggregates.account import Deposit, FreezeAccount, MoneyDeposited, MoneyWithdrawn, OpenAccount, Withdraw
+from eventray.platform import composition
+from eventray.platform.eventlog import DecodedRecord
+from eventray.platform.migrations import migrate
+from eventray.platform.projections.actor import NAMESPACE, runner_name, stop_topic_runners
+from eventray.platform.projections.cli import status
+from eventray.platform.projections.replay import replay
+from eventray.platform.projections.runner import FaultPoint
+from eventray.platform.projections.store import ProjectionStore
+from eventray.projections import queries
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def settings(stack_settings):
+    db = f"it_proj_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(stack_settings.dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{db}"')
+    dsn = stack_settings.dsn.rsplit("/", 1)[0] + "/" + db
+    s = stack_settings.model_copy(update={
+        "database_url": dsn, "topic": f"it-proj-{uuid.uuid4().hex[:8]}", "partitions": 2, "shards": 1,
+    })
+    migrate(dsn)
+    composition.connect_ray(s)
+    yield s
+    stop_topic_runners(s)
+    composition.stop_shards(s)
+    with psycopg.connect(stack_settings.dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+# --- the fold of the log, independent of the projection code --------------------------------
+
+
+def fold_log(settings) -> tuple[dict[str, tuple], list[tuple]]:
+    """``({account: (owner, currency, balance, status, version)}, sorted activity rows)``."""
+    states: dict[str, object] = {}
+    versions: dict[str, int] = {}
+    activity = []
+    for p in range(settings.partitions):
+        for r in composition.read_decoded(settings, p, 0):
+            if not isinstance(r, DecodedRecord) or r.envelope.aggregate_type != "Account":
+                continue
+            agg = r.envelope.aggregate_id
+            states[agg] = ACCOUNT.evolve(states.get(agg), r.event)
+            versions[agg] = r.envelope.version
+            if isinstance(r.event, (MoneyDeposited, MoneyWithdrawn)):
+                kind = "deposit" if isinstance(r.event, MoneyDeposited) else "withdrawal"
+                activity.append((agg, r.envelope.version, kind, r.event.amount, r.event.balance_after, p, r.offset))
+    accounts = {a: (s.owner_id, s.currency, s.balance, s.status.value, versions[a]) for a, s in states.items()}
+    return accounts, sorted(activity)
+
+
+def read_model(settings, name: str) -> list[tuple]:
+    store = ProjectionStore(settings.dsn)
+    try:
+        version = store.current_version(name)
+        schema = store.version_info(name, version).schema
+        if name == "account_balances":
+            sql = f'SELECT account_id, owner_id, currency, balance, status, version FROM "{schema}".accounts'
+        else:
+            sql = (f'SELECT account_id, seq, kind, amount, balance_after, log_partition, log_offset '
+                   f'FROM "{schema}".activity')
+        return sorted(store.conn.execute(sql).fetchall())
+    finally:
+        store.close()
+
+
+def wait_caught_up(settings, name: str, timeout_s: float = 30.0) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        row = next(r for r in status(settings) if r["name"] == name and r["current"])
+        if row["lag"] == 0:
+            return row
+        assert time.monotonic() < deadline, f"{name} still lags: {row}"
+        time.sleep(0.1)
+
+
+def assert_equals_fold(settings) -> None:
+    accounts, activity = fold_log(settings)
+    wait_caught_up(settings, "account_balances")
+    wait_caught_up(settings, "account_activity")
+    assert read_model(settings, "account_balances") == sorted((a, *v) for a, v in accounts.items())
+    assert read_model(settings, "account_activity") == activity
+
+
+async def send_ok(bus, commands) -> None:
+    outs = await bus.send_many(commands)
+    bad = [o for o in outs if not o.ok]
+    assert not bad, bad[:3]
+
+
+def some_commands(rng: random.Random, accounts: list[str], n: int) -> list:
+    out = []
+    for _ in range(n):
+        a = rng.choice(accounts)
+        out.append(Deposit(aggregate_id=a, amount=rng.randint(1, 1000)))
+    return out
+
+
+# --- killed runner --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stage", ["before_commit", "after_commit"])
+async def test_killed_runner_resumes_without_gap_or_double_apply(settings, stage, tmp_path: Path) -> None:
+    composition.start_shards(settings)
+    bus = composition.command_bus(settings)
+    rng = random.Random(11)
+    accounts = [f"k-{i}" for i in range(60)]
+    await send_ok(bus, [OpenAccount(aggregate_id=a, owner_id=f"o{i % 7}", currency="EUR") for i, a in enumerate(accounts)])
+    await send_ok(bus, some_commands(rng, accounts, 600))
+    await send_ok(bus, [Withdraw(aggregate_id=a, amount=1) for a in accounts[:20]])
+
+    markers = {}
+    for name in ("account_balances", "account_activity"):
+        markers[name] = tmp_path / f"{name}.crashed"
+        fault = {0: FaultPoint(stage=stage, marker=str(markers[name]), batch=1)}
+        report = replay(settings, name, fault=fault, timeout_s=60)
+        assert report.new_version == 1
+        assert markers[name].exists(), "the fault point never fired"
+        handle = ray.get_actor(runner_name(settings.topic, name, 1, 0), namespace=NAMESPACE)
+        assert ray.get(handle.describe.remote())["running"]
+    assert_equals_fold(settings)
+
+    # the restarted runners are the live ones: new events still arrive exactly once
+    await send_ok(bus, some_commands(rng, accounts, 300) + [FreezeAccount(aggregate_id=accounts[0], reason="audit")])
+    assert_equals_fold(settings)
+    assert all(r["dead_letters"] == 0 for r in status(settings))
+
+
+# --- replay under load ----------------------------------------------------------------------
+
+
+async def test_replay_under_load_switches_atomically(settings) -> None:
+    composition.start_shards(settings)
+    bus = composition.command_bus(settings)
+    rng = random.Random(5)
+    accounts = [f"r-{i}" for i in range(80)]
+    await send_ok(bus, [OpenAccount(aggregate_id=a, owner_id=f"o{i % 4}", currency="EUR") for i, a in enumerate(accounts)])
+    await send_ok(bus, some_commands(rng, accounts, 2000))
+    assert (await asyncio.to_thread(replay, settings, "account_balances")).new_version == 1
+
+    stop = asyncio.Event()
+    sent = 0
+
+    async def load() -> None:
+        nonlocal sent
+        while not stop.is_set():
+            batch = some_commands(rng, accounts, 100)
+            await send_ok(bus, batch)
+            sent += len(batch)
+            await asyncio.sleep(0.01)
+
+    polls = 0
+    seen_versions: dict[str, int] = defaultdict(int)
+
+    async def poll(pool) -> None:
+        nonlocal polls
+        while not stop.is_set():
+            rows = await queries.accounts_by_ids(pool, accounts)
+            assert all(r is not None for r in rows), "an account vanished: partial table"
+            for r in rows:
+                assert r.version >= seen_versions[r.account_id], f"{r.account_id} went back in time"
+                seen_versions[r.account_id] = r.version
+            totals = [t for o in range(4) for t in await queries.owner_totals(pool, f"o{o}")]
+            assert sum(t.accounts for t in totals) == len(accounts)
+            polls += 1
+            await asyncio.sleep(0.005)
+
+    async with AsyncConnectionPool(settings.dsn, min_size=1, max_size=4) as pool:
+        tasks = [asyncio.create_task(load()), asyncio.create_task(poll(pool))]
+        await asyncio.sleep(0.3)
+        report = await asyncio.to_thread(replay, settings, "account_balances", timeout_s=90)
+        await asyncio.sleep(0.3)  # keep loading and reading after the switch
+        stop.set()
+        await asyncio.gather(*tasks)
+        assert report.old_version == 1 and report.new_version == 2
+        assert sent > 0 and polls > 10
+        assert [s.version for s in await queries.projection_status(pool) if s.name == "account_balances"] == [2]
+    with psycopg.connect(settings.dsn) as conn:
+        assert conn.execute("SELECT to_regnamespace('proj_account_balances_v1')").fetchone()[0] is None
+    accounts_fold, _ = fold_log(settings)
+    wait_caught_up(settings, "account_balances")
+    assert read_model(settings, "account_balances") == sorted((a, *v) for a, v in accounts_fold.items())
+
+
+# --- poison event ---------------------------------------------------------------------------
+
+
+async def test_poison_event_is_dead_lettered_and_the_runner_goes_on(settings, monkeypatch, capsys) -> None:
+    from kafka import KafkaProducer
+
+    from eventray.platform.cli import main
+
+    composition.start_shards(settings)
+    bus = composition.command_bus(settings)
+    accounts = [f"p-{i}" for i in range(20)]
+    await send_ok(bus, [OpenAccount(aggregate_id=a, owner_id="o", currency="EUR") for a in accounts])
+    replay(settings, "account_activity")
+
+    poison_key = next(a for a in accounts if bus.partition_of(a) == 0)
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_address,
+                             transactional_id=f"poison-{uuid.uuid4().hex[:8]}", acks="all")
+    producer.init_transactions()
+    producer.begin_transaction()
+    meta = producer.send(settings.topic, key=poison_key.encode(), value=b"\x93garbage\xff", partition=0).get(10)
+    producer.commit_transaction()
+    producer.close()
+
+    await send_ok(bus, [Deposit(aggregate_id=a, amount=5) for a in accounts])
+    wait_caught_up(settings, "account_activity")
+    _, activity = fold_log(settings)
+    assert len(activity) == len(accounts)
+    assert read_model(settings, "account_activity") == activity  # events after the poison applied
+
+    store = ProjectionStore(settings.dsn)
+    [dead] = store.dead_letters("account_activity", 1)
+    store.close()
+    assert (dead.partition, dead.offset, dead.raw) == (0, meta.offset, b"\x93garbage\xff")
+    assert "bad envelope" in dead.reason
+
+    monkeypatch.setenv("EVENTRAY_DATABASE_URL", settings.dsn)
+    assert main(["projections"]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if "account_activity" in ln)
+    assert "live" in line and "│ 1 " in line.replace("  ", " "), out
