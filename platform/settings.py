@@ -59,8 +59,34 @@ class Settings(BaseSettings):
     shard_batch_max: int = 2048
     shard_queue_max: int = 20_000
     bus_waiting_max: int = 50_000
+    bus_max_in_flight: int = 2
     snapshot_every_events: int = 5_000
     snapshot_interval_s: float = 2.0
+
+    # --- ML models (training artifacts and Serve deployments) ---
+    model_dir: Path | None = Field(
+        default=None, description="where `eventray models train` writes ONNX files and the registry; "
+        "unset means <home>/models"
+    )
+    ml_app_name: str = Field(default="eventray-ml", description="Serve application of the model deployments")
+    ml_replica_num_cpus: float = Field(
+        default=0.25, gt=0, description="CPUs reserved per model replica (fractional fits small machines)"
+    )
+    ml_max_batch_size: int = Field(default=32, ge=1, description="requests per @serve.batch call")
+    ml_batch_wait_timeout_s: float = Field(default=0.003, ge=0)
+    ml_max_ongoing_requests: int = Field(
+        default=128, ge=1, description="per replica; must be at least ml_max_batch_size"
+    )
+    ml_max_rows_per_request: int = Field(default=4096, ge=1)
+    ml_max_text_chars: int = Field(default=2000, ge=1)
+    # autoscaling: production defaults, CI overrides them through EVENTRAY_ML_* variables
+    ml_min_replicas: int = Field(default=1, ge=0)
+    ml_max_replicas: int = Field(default=4, ge=1)
+    ml_target_ongoing_requests: float = Field(default=32.0, gt=0)
+    ml_upscale_delay_s: float = Field(default=30.0, ge=0)
+    ml_downscale_delay_s: float = Field(default=600.0, ge=0)
+    ml_metrics_interval_s: float = Field(default=10.0, gt=0)
+    ml_look_back_period_s: float = Field(default=30.0, gt=0)
 
     @property
     def logs_dir(self) -> Path:
@@ -69,6 +95,11 @@ class Settings(BaseSettings):
     @property
     def data_dir(self) -> Path:
         return self.home / "data"
+
+    @property
+    def models_dir(self) -> Path:
+        """Where trained ONNX models and their registry live."""
+        return self.model_dir or self.home / "models"
 
     @property
     def kafka_address(self) -> str:

@@ -13,7 +13,6 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from eventray.platform.domain import Command
 from eventray.platform.errors import Overloaded, ServiceUnavailable

@@ -236,8 +236,9 @@ def _kafka_libs(settings) -> Path | None:
 def test_partition_for_agrees_with_the_java_client(stack_settings, bootstrap, tmp_path):
     """Keyed records produced by the Java client (no partition given) land where we route them."""
     libs = _kafka_libs(stack_settings)
-    if libs is None or shutil.which("java") is None:
-        pytest.skip("needs java and the Kafka jars (dev stack's libs, or EVENTRAY_KAFKA_LIBS)")
+    # dev up put both there; their absence is a broken stack, not a reason to skip
+    assert shutil.which("java") is not None, "java is missing: run `make deps`"
+    assert libs is not None, "the Kafka jars are missing: run `eventray dev up`"
     partitions = 7
     name = f"test-route-{uuid.uuid4().hex[:12]}"
     ensure_topic(bootstrap, name, partitions, replication_factor=1)

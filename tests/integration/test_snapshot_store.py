@@ -27,14 +27,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="session")
-def dsn(request: pytest.FixtureRequest) -> str:
-    """The stack's database, migrated. Falls back to EVENTRAY_DATABASE_URL without the stack fixture."""
-    try:
-        url = request.getfixturevalue("stack_settings").dsn
-    except pytest.FixtureLookupError:
-        url = os.environ.get("EVENTRAY_DATABASE_URL")
-        if not url:
-            pytest.skip("needs the stack_settings fixture or EVENTRAY_DATABASE_URL")
+def dsn(stack_settings) -> str:
+    """The stack's database, migrated."""
+    url = stack_settings.dsn
     migrate(url)  # dev up migrates too; calling it again must be harmless
     return url
 
