@@ -11,7 +11,7 @@ APT_MAVEN := maven
 APT_POSTGRES := postgresql
 APT_VENV := python3-venv
 
-.PHONY: deps venv demo test unit integration up down status clean
+.PHONY: deps venv demo test unit integration up down status clean typecheck
 
 deps:
 	@missing=""; \
@@ -56,6 +56,13 @@ integration: up
 
 test: up
 	$(PY) -m pytest -q
+
+# mypy cannot follow the editable install's import hook, so it checks a tree of links that
+# lays the folders out as the installed package is.
+typecheck: $(STAMP)
+	@mkdir -p build/typecheck/eventray
+	@for d in platform aggregates sagas projections serving; do ln -sfn ../../../$$d build/typecheck/eventray/$$d; done
+	cd build/typecheck && ../../$(PY) -m mypy -p eventray.platform -p eventray.aggregates
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

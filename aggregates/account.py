@@ -134,40 +134,39 @@ class NonZeroBalance(RuleViolation):
 # --- commands ------------------------------------------------------------------------------
 # Commands and events inherit frozen=True and tag=True from their bases; kw_only=True is per
 # class in msgspec, so it is repeated here (two str fields or two ints must never be swapped
-# by position). The ignores: mypy cannot resolve eventray.platform through the editable
-# install's import hook, so it sees the bases as Any and rejects the class keyword.
+# by position). frozen=True is repeated too, so type checkers see it.
 
 
-class OpenAccount(Command, kw_only=True):  # type: ignore[call-arg]
+class OpenAccount(Command, frozen=True, kw_only=True):
     """Open the account ``aggregate_id`` for ``owner_id`` (a user id) in ``currency``."""
 
     owner_id: str
     currency: str
 
 
-class Deposit(Command, kw_only=True):  # type: ignore[call-arg]
+class Deposit(Command, frozen=True, kw_only=True):
     """Credit ``amount`` minor units. Allowed while frozen."""
 
     amount: int
 
 
-class Withdraw(Command, kw_only=True):  # type: ignore[call-arg]
+class Withdraw(Command, frozen=True, kw_only=True):
     """Debit ``amount`` minor units; refused if it would overdraw or the account is frozen."""
 
     amount: int
 
 
-class FreezeAccount(Command, kw_only=True):  # type: ignore[call-arg]
+class FreezeAccount(Command, frozen=True, kw_only=True):
     """Stop withdrawals and closing; a no-op on a frozen account."""
 
     reason: str
 
 
-class UnfreezeAccount(Command, kw_only=True):  # type: ignore[call-arg]
+class UnfreezeAccount(Command, frozen=True, kw_only=True):
     """Lift a freeze; a no-op on an active account."""
 
 
-class CloseAccount(Command, kw_only=True):  # type: ignore[call-arg]
+class CloseAccount(Command, frozen=True, kw_only=True):
     """Close the account for good; its balance must be zero and it must not be frozen."""
 
 
@@ -179,38 +178,38 @@ Commands: TypeAlias = (
 # --- events --------------------------------------------------------------------------------
 
 
-class AccountOpened(Event, kw_only=True):  # type: ignore[call-arg]
+class AccountOpened(Event, frozen=True, kw_only=True):
     """An account was opened with a zero balance."""
 
     owner_id: str
     currency: str
 
 
-class MoneyDeposited(Event, kw_only=True):  # type: ignore[call-arg]
+class MoneyDeposited(Event, frozen=True, kw_only=True):
     """``amount`` was credited; ``balance_after`` is the balance that resulted."""
 
     amount: int
     balance_after: int
 
 
-class MoneyWithdrawn(Event, kw_only=True):  # type: ignore[call-arg]
+class MoneyWithdrawn(Event, frozen=True, kw_only=True):
     """``amount`` was debited; ``balance_after`` is the balance that resulted."""
 
     amount: int
     balance_after: int
 
 
-class AccountFrozen(Event, kw_only=True):  # type: ignore[call-arg]
+class AccountFrozen(Event, frozen=True, kw_only=True):
     """The account was frozen."""
 
     reason: str
 
 
-class AccountUnfrozen(Event, kw_only=True):  # type: ignore[call-arg]
+class AccountUnfrozen(Event, frozen=True, kw_only=True):
     """The freeze was lifted."""
 
 
-class AccountClosed(Event, kw_only=True):  # type: ignore[call-arg]
+class AccountClosed(Event, frozen=True, kw_only=True):
     """The account was closed (with a zero balance)."""
 
 

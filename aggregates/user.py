@@ -96,31 +96,30 @@ class UserDeactivatedError(RuleViolation):
 # --- commands ------------------------------------------------------------------------------
 # Commands and events inherit frozen=True and tag=True from their bases; kw_only=True is per
 # class in msgspec, so it is repeated here (two str fields or two ints must never be swapped
-# by position). The ignores: mypy cannot resolve eventray.platform through the editable
-# install's import hook, so it sees the bases as Any and rejects the class keyword.
+# by position). frozen=True is repeated too, so type checkers see it.
 
 
-class RegisterUser(Command, kw_only=True):  # type: ignore[call-arg]
+class RegisterUser(Command, frozen=True, kw_only=True):
     """Create the user ``aggregate_id``."""
 
     name: str
     email: str
 
 
-class UpdateProfile(Command, kw_only=True):  # type: ignore[call-arg]
+class UpdateProfile(Command, frozen=True, kw_only=True):
     """Set the display name and, unless ``bio`` is ``None``, the bio (``""`` clears it)."""
 
     name: str
     bio: str | None = None
 
 
-class ChangeEmail(Command, kw_only=True):  # type: ignore[call-arg]
+class ChangeEmail(Command, frozen=True, kw_only=True):
     """Change the user's email address; the current address again is a no-op."""
 
     email: str
 
 
-class DeactivateUser(Command, kw_only=True):  # type: ignore[call-arg]
+class DeactivateUser(Command, frozen=True, kw_only=True):
     """Deactivate the user for good, with a reason for the audit trail."""
 
     reason: str
@@ -132,28 +131,28 @@ Commands: TypeAlias = RegisterUser | UpdateProfile | ChangeEmail | DeactivateUse
 # --- events --------------------------------------------------------------------------------
 
 
-class UserRegistered(Event, kw_only=True):  # type: ignore[call-arg]
+class UserRegistered(Event, frozen=True, kw_only=True):
     """A user was registered. ``email`` is lowercased, ``name`` stripped."""
 
     name: str
     email: str
 
 
-class ProfileUpdated(Event, kw_only=True):  # type: ignore[call-arg]
+class ProfileUpdated(Event, frozen=True, kw_only=True):
     """The profile changed; carries the full resulting profile, not a delta."""
 
     name: str
     bio: str
 
 
-class EmailChanged(Event, kw_only=True):  # type: ignore[call-arg]
+class EmailChanged(Event, frozen=True, kw_only=True):
     """The email changed. ``previous_email`` lets a uniqueness read model release it."""
 
     email: str
     previous_email: str
 
 
-class UserDeactivated(Event, kw_only=True):  # type: ignore[call-arg]
+class UserDeactivated(Event, frozen=True, kw_only=True):
     """The user was deactivated; no further change is accepted."""
 
     reason: str

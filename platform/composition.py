@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from typing import Any
+import logging
+from typing import Any, Union
 
 import msgspec
 
@@ -39,18 +40,15 @@ class WireCodec:
     """msgpack encoding of command batches and outcome lists between the bus and shards."""
 
     def __init__(self, aggs: tuple[AggregateType[Any], ...]) -> None:
-        from typing import Union
-
-        commands = tuple(c for a in aggs for c in a.commands)
-        events = tuple(e for a in aggs for e in a.events)
-        event_union = Union[events]  # noqa: UP007
-        self._typed_outcome = msgspec.defstruct(
-            "WireOutcome", [("events", tuple[event_union, ...], ())], bases=(Outcome,),
+        commands: Any = Union[tuple(c for a in aggs for c in a.commands)]  # noqa: UP007
+        events: Any = Union[tuple(e for a in aggs for e in a.events)]  # noqa: UP007
+        typed_outcome: Any = msgspec.defstruct(
+            "WireOutcome", [("events", tuple[events, ...], ())], bases=(Outcome,),
             frozen=True, kw_only=True,
         )
         self._encoder = msgspec.msgpack.Encoder()
-        self._commands = msgspec.msgpack.Decoder(list[Union[commands]])  # noqa: UP007
-        self._outcomes = msgspec.msgpack.Decoder(list[self._typed_outcome])
+        self._commands: msgspec.msgpack.Decoder[list[Command]] = msgspec.msgpack.Decoder(list[commands])
+        self._outcomes: msgspec.msgpack.Decoder[list[Outcome]] = msgspec.msgpack.Decoder(list[typed_outcome])
 
     def encode_commands(self, commands: list[Command]) -> bytes:
         return self._encoder.encode(commands)
@@ -151,7 +149,7 @@ def connect_ray(settings: Settings) -> None:
 
     if not ray.is_initialized():
         ray.init(address=settings.ray_address or "auto", namespace="eventray",
-                 logging_level="WARNING", log_to_driver=False)
+                 logging_level=logging.WARNING, log_to_driver=False)
 
 
 def start_shards(settings: Settings, *, wait: bool = True) -> list[Any]:
@@ -165,7 +163,7 @@ def start_shards(settings: Settings, *, wait: bool = True) -> list[Any]:
     handles = []
     for index, parts in enumerate(assignment(settings)):
         handles.append(
-            AggregateShard.options(
+            AggregateShard.options(  # type: ignore[attr-defined]  # added by @ray.remote
                 name=shard_name(settings.topic, index), namespace=NAMESPACE,
                 lifetime="detached", get_if_exists=True,
             ).remote(settings, parts)

@@ -105,7 +105,10 @@ class PartitionCore:
             agg_id = command.aggregate_id
             first = self.seen.get(cid)
             if first is not None:
-                version_after, first_events = first if type(first) is tuple else (first, ())
+                if isinstance(first, tuple):
+                    version_after, first_events = first
+                else:
+                    version_after, first_events = first, ()
                 outcomes.append(
                     Outcome(command_id=cid, aggregate_id=agg_id, version=version_after,
                             events=first_events, duplicate=True)
