@@ -46,6 +46,7 @@ class WireCodec:
             "WireOutcome", [("events", tuple[events, ...], ())], bases=(Outcome,),
             frozen=True, kw_only=True,
         )
+        self._states = {a.state_type.__name__: msgspec.msgpack.Decoder(a.state_type) for a in aggs}
         self._encoder = msgspec.msgpack.Encoder()
         self._commands: msgspec.msgpack.Decoder[list[Command]] = msgspec.msgpack.Decoder(list[commands])
         self._outcomes: msgspec.msgpack.Decoder[list[Outcome]] = msgspec.msgpack.Decoder(list[typed_outcome])
@@ -64,6 +65,9 @@ class WireCodec:
 
     def encode_state(self, state: Any) -> bytes:
         return self._encoder.encode(state)
+
+    def decode_state(self, type_name: str, payload: bytes) -> Any:
+        return self._states[type_name].decode(payload)
 
 
 @functools.cache
@@ -236,6 +240,7 @@ def command_bus(settings: Settings, *, transport: ShardTransport | None = None) 
         transport=transport or RayShardTransport(settings),
         encode_commands=wire.encode_commands,
         decode_outcomes=wire.decode_outcomes,
+        decode_state=wire.decode_state,
         batch_max=settings.shard_batch_max,
         waiting_max=settings.bus_waiting_max,
         max_in_flight=settings.bus_max_in_flight,

@@ -27,6 +27,10 @@ class ShardTransport:
     async def submit(self, partition: int, payload: bytes) -> bytes:  # pragma: no cover
         raise NotImplementedError
 
+    async def read(self, partition: int, aggregate_id: str) -> tuple[bytes, int, str] | None:  # pragma: no cover
+        """The shard's committed (state bytes, version, state type name) of an aggregate."""
+        raise NotImplementedError
+
 
 @dataclass
 class _Lane:
@@ -59,6 +63,7 @@ class CommandBus:
         transport: ShardTransport,
         encode_commands: Callable[[list[Command]], bytes],
         decode_outcomes: Callable[[bytes], list[Outcome]],
+        decode_state: Callable[[str, bytes], object] | None = None,
         max_in_flight: int = 2,
         batch_max: int = 1024,
         waiting_max: int = 50_000,
@@ -68,6 +73,7 @@ class CommandBus:
         self._transport = transport
         self._encode = encode_commands
         self._decode = decode_outcomes
+        self._decode_state = decode_state
         self._max_in_flight = max_in_flight
         self._batch_max = batch_max
         self._waiting_max = waiting_max
@@ -86,6 +92,20 @@ class CommandBus:
         Commands for the same aggregate keep their order.
         """
         return list(await asyncio.gather(*(self._enqueue(c) for c in commands)))
+
+    async def read(self, aggregate_id: str) -> tuple[object, int] | None:
+        """Consistent read: the aggregate's committed state and version, from its shard.
+
+        Sees every command acknowledged before the call (read-your-writes), unlike the
+        projections, which trail the log. ``None`` when the aggregate does not exist.
+        """
+        if self._decode_state is None:
+            raise RuntimeError("this bus was built without a state decoder")
+        found = await self._transport.read(self.partition_of(aggregate_id), aggregate_id)
+        if found is None:
+            return None
+        payload, version, type_name = found
+        return self._decode_state(type_name, payload), version
 
     def _enqueue(self, command: Command) -> asyncio.Future[Outcome]:
         loop = asyncio.get_running_loop()

@@ -97,8 +97,9 @@ async def test_killed_shard_loses_nothing_and_retries_apply_once(settings) -> No
     for agg in accounts:
         state = folded[agg]
         assert state.balance == expected[agg]
-        found = await composition.RayShardTransport(settings).read(bus.partition_of(agg), agg)
-        assert found is not None and found[1] == 1 + sum(1 for c in commands if c.aggregate_id == agg)
+        found = await bus.read(agg)
+        assert found is not None
+        assert found == (state, 1 + sum(1 for c in commands if c.aggregate_id == agg))
 
 
 async def test_second_incarnation_fences_the_first(settings) -> None:

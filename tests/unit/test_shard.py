@@ -160,6 +160,12 @@ class DirectTransport(ShardTransport):
         self.services = services
         self.calls = 0
 
+    async def read(self, partition, aggregate_id):
+        found = self.services[partition].read(partition, aggregate_id)
+        if found is None:
+            return None
+        return wire_codec().encode_state(found[0]), found[1], type(found[0]).__name__
+
     async def submit(self, partition, payload):
         self.calls += 1
         wire = wire_codec()
@@ -173,7 +179,8 @@ async def test_bus_routes_by_kafka_partitioner_and_batches() -> None:
     transport = DirectTransport({p: svc for p in range(4)})
     wire = wire_codec()
     bus = CommandBus(partitions=4, partition_for=partition_for, transport=transport,
-                     encode_commands=wire.encode_commands, decode_outcomes=wire.decode_outcomes)
+                     encode_commands=wire.encode_commands, decode_outcomes=wire.decode_outcomes,
+                     decode_state=wire.decode_state)
     outs = await bus.send_many([open_(f"acc{i}") for i in range(400)])
     assert all(o.ok for o in outs)
     assert transport.calls <= 8, "concurrent commands should share calls"
@@ -182,6 +189,9 @@ async def test_bus_routes_by_kafka_partitioner_and_batches() -> None:
         assert svc.read(p, f"acc{i}") is not None
     out = await bus.send(Deposit(aggregate_id="acc7", amount=3))
     assert out.ok and out.version == 2 and type(out.events[0]).__name__ == "MoneyDeposited"
+    state, version = await bus.read("acc7")
+    assert (state.balance, version) == (3, 2)
+    assert await bus.read("never-opened") is None
 
 
 def test_outcome_error_is_typed() -> None:
