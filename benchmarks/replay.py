@@ -1,0 +1,193 @@
+"""Rebuild throughput of account_activity: eventray replay vs the eventsourcing peer vs read+decode.
+
+    python -m benchmarks.replay [--quick] [--repeats N]
+
+The work: N events (AccountOpened + MoneyDeposited/MoneyWithdrawn) on 4 partitions of a fresh
+topic; ``eventray replay account_activity`` rebuilds from offset 0 (one runner actor per
+partition; each batch COPYed and committed with its offsets). The rate is events applied /
+time from the runners' start to the committed switch (the runners' actor start-up is
+reported apart). The limit: the same partitions read and decoded by one process per
+partition, no writes. The peer: the eventsourcing library's ProjectionRunner over the same
+shape of events in its PostgreSQL store (it commits one transaction per event, ~600 events/s
+here, so it replays a smaller count; the JSON says how many).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from typing import Any
+
+import psycopg
+import ray
+
+from benchmarks._common import median, parser, print_table, write_results
+
+PARTITIONS = 4
+
+
+@ray.remote(num_cpus=0)
+def _seed_partition(settings: Any, partition: int, accounts: list[str], events: int, seed: int) -> int:
+    from eventray.aggregates.account import AccountOpened, MoneyDeposited, MoneyWithdrawn
+    from eventray.platform import composition
+
+    codec = composition.event_codec()
+    writer = composition.build_writer(settings, partition)
+    writer.init()
+    rng = random.Random(seed)
+    balances = dict.fromkeys(accounts, 0)
+    versions = dict.fromkeys(accounts, 0)
+    batch: list[tuple[bytes, bytes]] = []
+    written = 0
+
+    def emit(acc: str, ev: Any) -> None:
+        versions[acc] += 1
+        batch.append((acc.encode(), codec.encode(ev, aggregate_type="Account", aggregate_id=acc,
+                                                 version=versions[acc], command_id=uuid.uuid4().hex,
+                                                 correlation_id="bench")))
+
+    for acc in accounts:
+        emit(acc, AccountOpened(owner_id="owner-" + acc[-3:], currency="EUR"))
+    while written + len(batch) < events:
+        acc = rng.choice(accounts)
+        amount = rng.randint(1, 500)
+        if balances[acc] >= amount and rng.random() < 0.3:
+            balances[acc] -= amount
+            emit(acc, MoneyWithdrawn(amount=amount, balance_after=balances[acc]))
+        else:
+            balances[acc] += amount
+            emit(acc, MoneyDeposited(amount=amount, balance_after=balances[acc]))
+        if len(batch) >= 5000:
+            writer.append_batch(batch)
+            written += len(batch)
+            batch = []
+    if batch:
+        writer.append_batch(batch)
+        written += len(batch)
+    writer.close()
+    return written
+
+
+@ray.remote(num_cpus=0)
+class _ReadDecode:
+    """The limit: read and decode one partition, nothing else."""
+
+    def __init__(self, settings: Any, partition: int) -> None:
+        from eventray.platform import composition
+        from eventray.platform.eventlog.reader import PartitionReader
+
+        self._codec = composition.event_codec()
+        self._reader = PartitionReader(bootstrap=settings.kafka_address, topic=settings.topic, partition=partition)
+        self._end = self._reader.last_stable_offset()
+
+    def run(self) -> tuple[int, float, float]:
+        t0 = time.time()
+        n = 0
+        for batch in self._reader.read_events(self._codec, 0, until=self._end):
+            n += len(batch)
+        return n, t0, time.time()
+
+
+def read_decode_limit(settings: Any) -> dict[str, Any]:
+    actors = [_ReadDecode.remote(settings, p) for p in range(PARTITIONS)]
+    results = ray.get([a.run.remote() for a in actors])
+    for a in actors:
+        ray.kill(a)
+    n = sum(r[0] for r in results)
+    elapsed = max(r[2] for r in results) - min(r[1] for r in results)
+    return {"events": n, "seconds": elapsed, "events_per_s": n / elapsed}
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0]).parse_args()
+    events = 200_000 if args.quick else 1_000_000
+    peer_events = 10_000 if args.quick else 30_000
+    repeats = args.repeats or (2 if args.quick else 3)
+
+    from eventray.platform import composition
+    from eventray.platform.devstack import effective_settings
+    from eventray.platform.migrations import migrate
+    from eventray.platform.projections.actor import stop_topic_runners
+    from eventray.platform.projections.replay import replay
+
+    base = effective_settings()
+    db = f"bench_replay_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(base.dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{db}"')
+    dsn = base.dsn.rsplit("/", 1)[0] + "/" + db
+    settings = base.model_copy(update={"database_url": dsn, "topic": f"bench-replay-{uuid.uuid4().hex[:8]}",
+                                       "partitions": PARTITIONS})
+    migrate(dsn)
+    composition.connect_ray(settings)
+    composition.ensure_event_topic(settings)
+    result: dict[str, Any] = {}
+    try:
+        from eventray.platform.eventlog.admin import partition_for
+
+        accounts = [f"acct-{i:06d}" for i in range(20_000)]
+        per_part: dict[int, list[str]] = {p: [] for p in range(PARTITIONS)}
+        for a in accounts:
+            per_part[partition_for(a, PARTITIONS)].append(a)
+        t = time.perf_counter()
+        written = sum(ray.get([_seed_partition.remote(settings, p, per_part[p], events // PARTITIONS, p)
+                               for p in range(PARTITIONS)]))
+        print(f"seeded {written:,} events in {time.perf_counter() - t:.1f}s")
+
+        runs, limits = [], []
+        for i in range(repeats):
+            limits.append(read_decode_limit(settings))
+            print(f"read+decode limit run {i + 1}: {limits[-1]['events_per_s']:,.0f} events/s")
+            report = replay(settings, "account_activity", timeout_s=1800)
+            runs.append({"events": report.events, "seconds": report.catch_up_s, "startup_s": report.startup_s,
+                         "events_per_s": report.events_per_s, "version": report.new_version})
+            print(f"replay run {i + 1}: {report.events:,} events in {report.catch_up_s:.2f}s = "
+                  f"{report.events_per_s:,.0f} events/s (+{report.startup_s:.1f}s runner start-up)")
+            assert report.events == written, (report.events, written)
+        stop_topic_runners(settings)
+
+        from benchmarks import _peer_replay
+
+        schema = f"peer_replay_{uuid.uuid4().hex[:6]}"
+        _peer_replay.seed(dsn, schema, peer_events, max(1, peer_events // 50))
+        peer = _peer_replay.replay(dsn, schema)
+        print(f"peer: {peer['events']:,} events in {peer['seconds']:.1f}s = {peer['events_per_s']:,.0f} events/s")
+
+        eps = median([r["events_per_s"] for r in runs])
+        limit = median([r["events_per_s"] for r in limits])
+        result = {
+            "benchmark": "replay account_activity",
+            "quick": bool(args.quick),
+            "events": written,
+            "partitions": PARTITIONS,
+            "repeats": repeats,
+            "events_per_s": eps,
+            "events_per_s_with_startup": median([r["events"] / (r["seconds"] + r["startup_s"]) for r in runs]),
+            "peer_events_per_s": peer["events_per_s"],
+            "peer_events": peer["events"],
+            "peer_note": "eventsourcing ProjectionRunner commits one transaction per event (~600/s here); "
+                         f"it replays {peer['events']:,} events rather than {written:,} to keep the run short; "
+                         "its rate is flat in the count",
+            "read_decode_limit_per_s": limit,
+            "ratio": eps / peer["events_per_s"],
+            "fraction_of_limit": eps / limit,
+            "goals": {"events_per_s": 150_000, "ratio": 5.0, "fraction_of_limit": 0.5},
+            "runs": runs,
+            "limit_runs": limits,
+            "peer": peer,
+        }
+        path = write_results("replay", result)
+        print_table("replay account_activity", [
+            {"system": "eventray replay", "events/s": eps},
+            {"system": "read+decode limit", "events/s": limit},
+            {"system": "eventsourcing peer", "events/s": peer["events_per_s"]},
+        ], ["system", "events/s"])
+        print(f"ratio {result['ratio']:.1f}x peer, {result['fraction_of_limit']:.0%} of the limit -> {path}")
+    finally:
+        stop_topic_runners(settings)
+        with psycopg.connect(base.dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    main()
