@@ -250,32 +250,3 @@ def command_bus(settings: Settings, *, transport: ShardTransport | None = None) 
 def run(coro):  # small helper for sync callers (CLI)
     return asyncio.run(coro)
 
-
-class ConsistentReads:
-    """Reads an aggregate's current state from the shard that owns it (read-your-writes).
-
-    ``await reads.read(aggregate_id)`` returns ``(state, version)`` with ``state`` decoded
-    into its aggregate's state Struct, or ``None`` when the aggregate does not exist.
-    """
-
-    def __init__(self, settings: Settings, *, transport: RayShardTransport | None = None) -> None:
-        from eventray.platform.eventlog.admin import partition_for
-
-        self._partition_for = partition_for
-        self._partitions = settings.partitions
-        self._transport = transport or RayShardTransport(settings)
-        self._decoders = {a.state_type.__name__: msgspec.msgpack.Decoder(a.state_type) for a in aggregates()}
-
-    async def read(self, aggregate_id: str) -> tuple[Any, int] | None:
-        from eventray.platform.errors import ServiceUnavailable
-
-        partition = self._partition_for(aggregate_id, self._partitions)
-        try:
-            found = await self._transport.read(partition, aggregate_id)
-        except Exception as e:  # a missing or dead shard actor: retryable for the caller
-            raise ServiceUnavailable(f"the shard for partition {partition} is unavailable "
-                                     f"({type(e).__name__}); retry") from e
-        if found is None:
-            return None
-        state_bytes, version, type_name = found
-        return self._decoders[type_name].decode(state_bytes), version

@@ -1,0 +1,1 @@
+"""The GraphQL API: schema binding, resolvers, policy and the services they delegate to."""

@@ -1,0 +1,127 @@
+"""The ingress: a Starlette app with Ariadne at ``/graphql`` behind the security middleware.
+
+Routes: ``POST``/``GET /graphql`` (queries; mutations over POST), the GraphiQL explorer on a
+browser's ``GET /graphql``, graphql-transport-ws subscriptions on ``/graphql``, ``/healthz``
+and ``/metrics``. The same app runs inside the Ray Serve deployment and, for the benchmark
+baseline, under plain uvicorn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ariadne.asgi import GraphQL
+from ariadne.asgi.handlers import GraphQLHTTPHandler, GraphQLTransportWSHandler
+from ariadne.exceptions import WebSocketConnectionError
+from ariadne.explorer import ExplorerGraphiQL
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route, WebSocketRoute
+
+from eventray.platform.settings import Settings
+from eventray.serving.api.errors import format_error
+from eventray.serving.api.limits import query_limits
+from eventray.serving.api.principal import ANONYMOUS, InvalidToken, TokenVerifier
+from eventray.serving.api.resolvers import make_loaders
+from eventray.serving.api.schema import executable_schema
+from eventray.serving.api.services import ApiServices
+from eventray.serving.metrics import Metrics
+from eventray.serving.middleware._asgi import PRINCIPAL, REQUEST_ID
+from eventray.serving.middleware.auth import AuthMiddleware, bearer
+from eventray.serving.middleware.cors import CORSMiddleware
+from eventray.serving.middleware.gzip import GZipMiddleware
+from eventray.serving.middleware.metrics import MetricsMiddleware
+from eventray.serving.middleware.ratelimit import RateLimitMiddleware
+from eventray.serving.middleware.request_id import RequestIdMiddleware
+from eventray.serving.middleware.security_headers import SecurityHeadersMiddleware
+from eventray.serving.settings import ServingSettings
+
+log = logging.getLogger("eventray.serving")
+
+
+def build_app(settings: Settings, serving: ServingSettings, *, behind_serve_proxy: bool = False) -> Any:
+    """The ingress ASGI app for ``settings`` (addresses, topic) and ``serving`` (API options).
+
+    ``behind_serve_proxy``: Serve's proxy echoes the request id itself.
+    """
+    verifier = TokenVerifier(serving)
+    metrics = Metrics()
+    state: dict[str, ApiServices] = {}
+
+    def context(request: Any, _data: Any) -> dict[str, Any]:
+        services = state["services"]
+        return {
+            "request": request,
+            "services": services,
+            "principal": request.scope.get(PRINCIPAL) or ANONYMOUS,
+            "request_id": request.scope.get(REQUEST_ID, ""),
+            "loaders": make_loaders(services),
+        }
+
+    def on_connect(websocket: Any, payload: Any) -> None:
+        if websocket.scope.get(PRINCIPAL) is not None:
+            return
+        payload = payload if isinstance(payload, dict) else {}
+        token = bearer(payload.get("Authorization") or payload.get("authorization")) or payload.get("token")
+        if token:
+            try:
+                websocket.scope[PRINCIPAL] = verifier.verify(token)
+            except InvalidToken as e:
+                raise WebSocketConnectionError({"message": f"invalid token: {e}", "code": "UNAUTHENTICATED"}) from e
+        elif serving.anonymous_allowed:
+            websocket.scope[PRINCIPAL] = ANONYMOUS
+        else:
+            raise WebSocketConnectionError({"message": "a bearer token is required", "code": "UNAUTHENTICATED"})
+
+    graphql = GraphQL(
+        executable_schema(),
+        context_value=context,
+        error_formatter=format_error,
+        validation_rules=[query_limits(max_depth=serving.max_query_depth, max_cost=serving.max_query_cost,
+                                       default_first=serving.max_page_size)],
+        execute_get_queries=True,
+        explorer=ExplorerGraphiQL(title="eventray", explorer_plugin=True),
+        http_handler=GraphQLHTTPHandler(),
+        websocket_handler=GraphQLTransportWSHandler(on_connect=on_connect),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        state["services"] = await ApiServices.start(settings, serving, metrics=metrics)
+        try:
+            yield
+        finally:
+            await state["services"].close()
+
+    async def healthz(_request: Request) -> JSONResponse:
+        ready = "services" in state
+        return JSONResponse({"status": "ok" if ready else "starting"}, status_code=200 if ready else 503)
+
+    async def render_metrics(_request: Request) -> PlainTextResponse:
+        services = state.get("services")
+        if services is not None:
+            metrics.subscriptions_active = services.hub.subscriber_count
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    app: Any = Starlette(
+        routes=[
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
+            Route("/healthz", healthz),
+            Route("/metrics", render_metrics),
+        ],
+        lifespan=lifespan,
+    )
+    # innermost first; requests pass them in the reverse order
+    app = RateLimitMiddleware(app, rate=serving.rate_limit_per_s, burst=serving.rate_limit_burst)
+    app = AuthMiddleware(app, verifier=verifier, allow_anonymous=serving.anonymous_allowed)
+    app = GZipMiddleware(app, minimum_size=serving.gzip_min_size)
+    app = CORSMiddleware(app, origins=serving.cors_origins)
+    app = SecurityHeadersMiddleware(app, hsts=serving.profile == "production")
+    app = RequestIdMiddleware(app, echo=not behind_serve_proxy)
+    app = MetricsMiddleware(app, metrics=metrics)
+    return app

@@ -1,0 +1,29 @@
+"""The same ingress app under plain uvicorn in one process, without Ray Serve.
+
+The benchmark's baseline, and a quick way to debug the app: ``python -m
+eventray.serving.plain --port 8001``. It talks to the same shard actors and read models.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvicorn
+
+    from eventray.platform.devstack.state import effective_settings
+    from eventray.serving.app import build_app
+    from eventray.serving.settings import ServingSettings
+
+    parser = argparse.ArgumentParser(prog="python -m eventray.serving.plain")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001)
+    args = parser.parse_args(argv)
+    app = build_app(effective_settings(), ServingSettings())
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
+                loop="uvloop", http="httptools", ws="websockets", lifespan="on")
+
+
+if __name__ == "__main__":
+    main()

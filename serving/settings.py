@@ -1,0 +1,88 @@
+"""Settings of the GraphQL API, read from ``EVENTRAY_*`` environment variables.
+
+Kept beside the platform's :class:`~eventray.platform.settings.Settings` (addresses, log,
+write path) because only the serving layer reads them. ``EVENTRAY_PROFILE=production`` turns
+the development conveniences off and refuses a configuration that would re-enable them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from eventray.platform.errors import ConfigurationError
+
+DEV_JWT_SECRET = "eventray-dev-secret-do-not-use-in-production"
+
+
+class ServingSettings(BaseSettings):
+    """Configuration of the GraphQL ingress (auth, limits, CORS, Serve options).
+
+    Every field can be set with ``EVENTRAY_<FIELD>``; list fields take JSON
+    (``EVENTRAY_CORS_ORIGINS='["https://app.example"]'``).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="EVENTRAY_", extra="ignore", frozen=True)
+
+    profile: Literal["dev", "production"] = "dev"
+
+    # --- authentication ---
+    allow_anonymous: bool | None = Field(
+        default=None,
+        description="let requests without a token read (never write); default: on in dev, off in production",
+    )
+    jwt_secret: str | None = Field(default=None, description="HS256 secret; dev default when unset in dev")
+    jwt_public_key_file: Path | None = Field(default=None, description="PEM public key for RS256")
+    jwks_file: Path | None = Field(default=None, description="JWKS JSON file with RS256 keys (by kid)")
+    jwt_audience: str = "eventray"
+    jwt_issuer: str | None = None
+    jwt_leeway_s: int = 5
+
+    # --- abuse limits ---
+    rate_limit_per_s: float = Field(default=500.0, description="token-bucket refill per subject")
+    rate_limit_burst: int = Field(default=1000, description="token-bucket size per subject")
+    max_query_depth: int = 10
+    max_query_cost: int = 5000
+    max_page_size: int = 100
+    max_batch_commands: int = 1000
+
+    # --- HTTP ---
+    cors_origins: tuple[str, ...] = ("http://localhost:8000", "http://127.0.0.1:8000")
+    gzip_min_size: int = 1024
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+
+    # --- Ray Serve ---
+    app_name: str = "eventray"
+    route_prefix: str = "/"
+    replicas: int = 1
+    max_ongoing_requests: int = 1024
+    read_pool_max: int = 8
+
+    @model_validator(mode="after")
+    def _check_profile(self) -> ServingSettings:
+        if self.profile == "production":
+            if self.allow_anonymous:
+                raise ConfigurationError(
+                    "EVENTRAY_ALLOW_ANONYMOUS=true is refused with EVENTRAY_PROFILE=production; unset it")
+            if self.jwt_public_key_file is None and self.jwks_file is None:
+                raise ConfigurationError(
+                    "production needs RS256 keys: set EVENTRAY_JWT_PUBLIC_KEY_FILE or EVENTRAY_JWKS_FILE")
+        return self
+
+    @property
+    def anonymous_allowed(self) -> bool:
+        """Whether requests without a token get read access (off in production)."""
+        if self.allow_anonymous is None:
+            return self.profile == "dev"
+        return self.allow_anonymous and self.profile == "dev"
+
+    @property
+    def hs256_secret(self) -> str | None:
+        """The HS256 secret (the dev default when unset); ``None`` in production: HS256 refused."""
+        if self.profile == "production":
+            return None
+        return self.jwt_secret or DEV_JWT_SECRET

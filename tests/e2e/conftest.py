@@ -1,0 +1,117 @@
+"""End-to-end fixtures: the GraphQL app deployed once per session on Ray Serve.
+
+The app runs as its own Serve application (``eventray-e2e`` at ``/e2e``) beside any demo
+deployment, against the stack's default topic: the read models are per projection name, not
+per topic, so the tests use fresh aggregate ids instead of a fresh topic. Anonymous access is
+off, the rate limit is low enough to trip, and RS256 tokens are checked against a JWKS file
+written here.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from rich.console import Console
+
+from eventray.platform import devstack
+from eventray.platform.errors import StackError
+from eventray.platform.settings import Settings
+from eventray.serving.api.principal import mint_token
+from eventray.serving.settings import DEV_JWT_SECRET, ServingSettings
+
+_HERE = Path(__file__).resolve().parent
+RATE_BURST = 60
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if _HERE in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def stack_settings() -> Settings:
+    try:
+        report = devstack.up(Settings(), console=Console(stderr=True, quiet=True))
+    except StackError as e:
+        pytest.fail(f"the local stack could not be brought up: {e.message}", pytrace=False)
+    return report.settings
+
+
+@pytest.fixture(scope="session")
+def rsa_key(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from jwt.algorithms import RSAAlgorithm
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+    jwk.update({"kid": "e2e-1", "alg": "RS256", "use": "sig"})
+    path = tmp_path_factory.mktemp("jwks") / "jwks.json"
+    path.write_text(json.dumps({"keys": [jwk]}))
+    return {"private": key, "jwks": path, "kid": "e2e-1"}
+
+
+@pytest.fixture(scope="session")
+def api(stack_settings: Settings, rsa_key: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Shards, projections and the Serve app; yields the URLs and settings."""
+    from eventray.platform import composition
+    from eventray.serving import deployment
+    from eventray.serving.projections_setup import ensure_projections
+
+    composition.start_shards(stack_settings)
+    ensure_projections(stack_settings)
+    serving = ServingSettings(
+        allow_anonymous=False, jwt_secret=DEV_JWT_SECRET, jwks_file=rsa_key["jwks"],
+        rate_limit_per_s=20, rate_limit_burst=RATE_BURST, max_query_depth=8, max_query_cost=3000,
+        app_name="eventray-e2e", route_prefix="/e2e",
+    )
+    url = deployment.run(stack_settings, serving)
+    yield {"url": url, "ws": url.replace("http://", "ws://"), "base": url.rsplit("/", 1)[0],
+           "serving": serving, "settings": stack_settings}
+    deployment.shutdown(serving)
+
+
+@pytest.fixture
+def uid() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def token(subject: str, role: str, **kw: Any) -> str:
+    return mint_token(subject, role, secret=DEV_JWT_SECRET, **kw)
+
+
+class Client:
+    """A GraphQL-over-HTTP client with one bearer token."""
+
+    def __init__(self, url: str, bearer: str | None) -> None:
+        self.url = url
+        self.headers = {"authorization": f"Bearer {bearer}"} if bearer else {}
+        self.http = httpx.Client(timeout=30)
+
+    def post(self, query: str, variables: dict[str, Any] | None = None, **headers: str) -> httpx.Response:
+        return self.http.post(self.url, json={"query": query, "variables": variables or {}},
+                              headers={**self.headers, **headers})
+
+    def run(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        r = self.post(query, variables)
+        # Ariadne answers 400 when there is no data at all (a refused or failed operation)
+        assert r.status_code in (200, 400), r.text
+        return r.json()
+
+    def data(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        body = self.run(query, variables)
+        assert "errors" not in body, body["errors"]
+        return body["data"]
+
+
+@pytest.fixture
+def client_for(api: dict[str, Any]):
+    def make(subject: str, role: str) -> Client:
+        return Client(api["url"], token(subject, role))
+    return make
