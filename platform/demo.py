@@ -1,7 +1,12 @@
-"""``eventray demo``: bring the stack up and prove each piece works end to end.
+"""``eventray demo``: the main job, end to end on the local stack.
 
-For now a smoke check: a transaction committed to a temporary topic and read back with
-``read_committed``, and a row round-tripped through PostgreSQL.
+Brings the stack up (each piece skipped when it already runs), starts the shards, makes sure
+the read models exist, deploys the GraphQL app on Ray Serve, then runs the scripted scenario
+of :mod:`eventray.serving.demo` over HTTP: users and accounts, concurrent deposits and
+withdrawals, one rule violation, one duplicate ``commandId``, a projection rebuilt with
+``eventray replay`` while it is being queried. It ends with a summary (commands/s, p50/p99,
+projection lag) and the GraphiQL URL, and leaves everything running until ``eventray dev down``.
+``--smoke`` only checks Kafka and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -18,8 +23,12 @@ from eventray.platform.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    subparsers.add_parser("demo", help="dev up, then a smoke check of Kafka and PostgreSQL") \
-        .set_defaults(func=_demo)
+    p = subparsers.add_parser("demo", help="dev up, deploy the GraphQL app, run the scripted scenario")
+    p.add_argument("--smoke", action="store_true", help="only a smoke check of Kafka and PostgreSQL")
+    p.add_argument("--clients", type=int, default=16, help="concurrent GraphQL clients")
+    p.add_argument("--commands", type=int, default=100, help="commands per client")
+    p.add_argument("--projection", default="account_balances", help="the projection to rebuild")
+    p.set_defaults(func=_demo)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -27,12 +36,53 @@ def _demo(args: argparse.Namespace) -> int:
     report = devstack.up(Settings(), console=Console(stderr=True))
     devstack.render(report, console)
     settings = report.settings
+    if not getattr(args, "smoke", False):
+        return _scenario(args, settings, console)
     with console.status("smoke check"):
         kafka_line = kafka_round_trip(settings.kafka_address)
         pg_line = postgres_round_trip(settings.dsn)
     console.print(f"[green]kafka[/]     {kafka_line}")
     console.print(f"[green]postgres[/]  {pg_line}")
     return 0
+
+
+def _scenario(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    import asyncio
+
+    from rich.table import Table
+
+    from eventray.platform import composition
+    from eventray.platform.projections.cli import status as projection_status
+    from eventray.serving import demo, deployment
+    from eventray.serving.projections_setup import ensure_projections
+    from eventray.serving.settings import ServingSettings
+
+    serving = ServingSettings()
+    with console.status("starting the aggregate shards"):
+        composition.start_shards(settings)
+    with console.status("building missing read models"):
+        built = ensure_projections(settings)
+    if built:
+        console.print(f"built read models: {', '.join(built)}")
+    with console.status("deploying the GraphQL app on Ray Serve"):
+        url = deployment.run(settings, serving)
+    console.print(f"[green]serving[/]   {url}")
+    figures = asyncio.run(demo.run_scenario(url, serving, console, clients=args.clients,
+                                            commands_per_client=args.commands))
+    demo.replay_while_querying(url, serving, figures.sample_account, args.projection, console, figures)
+    table = Table(title="eventray demo summary", show_header=False)
+    table.add_row("commands/s (concurrent phase)", f"{figures.commands_per_s:,.0f}")
+    table.add_row("latency p50 / p99", f"{figures.percentile(0.5):.1f} ms / {figures.percentile(0.99):.1f} ms")
+    table.add_row("failed requests", str(figures.failures))
+    table.add_row(f"replay {args.projection}", f"{figures.replay_seconds:.1f}s, {figures.replay_queries} queries, "
+                                              f"{figures.replay_errors} failed")
+    for row in projection_status(settings):
+        if row.get("current"):
+            table.add_row(f"projection lag: {row['name']} v{row['version']}", f"{row.get('lag', '?')} events")
+    table.add_row("GraphiQL", f"{url}  (token: eventray token <user> --role admin)")
+    console.print(table)
+    console.print("the stack and the app stay up; [bold]eventray dev down[/] stops them")
+    return 0 if figures.failures == 0 and figures.replay_errors == 0 else 1
 
 
 def kafka_round_trip(bootstrap: str) -> str:
