@@ -22,8 +22,25 @@ Decisions documented here so callers, sagas and read models can rely on them:
   balance instead of folding; ``evolve`` trusts it the same way.
 * Events do not repeat the aggregate id: the event envelope carries it (it is the Kafka key).
 
-Transfers: a later saga adds transfer-aware commands carrying a ``transfer_id``. They reuse
-``_credit`` / ``_debit`` below, and their events add fields with defaults only.
+Transfers (the TransferMoney saga) use their own commands, which carry the ``transfer_id``
+for idempotency and audit, and reuse ``_credit`` / ``_debit``:
+
+* ``DebitForTransfer`` on the source, ``CreditForTransfer`` on the target, and the
+  compensations ``RefundTransfer`` (source) and ``VoidTransferCredit`` (target).
+* The account remembers the last ``TRANSFER_MEMORY`` transfer ids it took part in, with what
+  happened (``AccountState.transfers``). A transfer command repeated with a new
+  ``command_id`` (a saga retry) is then a **no-op**: a transfer debits or credits an account
+  at most once, whatever the command-id window.
+* Compensation is decided by the account, not guessed by the saga: ``RefundTransfer`` refunds
+  a debit that happened, or, when none did, records ``TransferDebitVoided`` so that a late
+  debit of that transfer is refused (``TransferVoided``). ``VoidTransferCredit`` likewise
+  records ``TransferCreditVoided`` unless the credit already happened (then it is a no-op and
+  the saga learns of the credit from the log). So a timed-out step never leaves money half
+  moved.
+* A **frozen** target refuses transfer credits (unlike plain deposits): inbound transfers to
+  a frozen account are held back and refunded. A refund to a frozen source is allowed.
+* ``VoidTransferCredit`` is taken even by a closed account: it moves no money, it only records
+  that the transfer will not arrive.
 """
 
 from __future__ import annotations
@@ -51,6 +68,19 @@ __all__ = [
     "AccountStatus",
     "AccountUnfrozen",
     "BalanceLimitExceeded",
+    "CreditForTransfer",
+    "CurrencyMismatch",
+    "DebitForTransfer",
+    "RefundTransfer",
+    "SameAccountTransfer",
+    "TRANSFER_MEMORY",
+    "TransferCredited",
+    "TransferCreditVoided",
+    "TransferDebited",
+    "TransferDebitVoided",
+    "TransferRefunded",
+    "TransferVoided",
+    "VoidTransferCredit",
     "CloseAccount",
     "Commands",
     "Deposit",
@@ -79,6 +109,9 @@ MAX_AMOUNT = 10**12
 MAX_BALANCE = 2**63 - 1
 MAX_OWNER_ID_LENGTH = 128
 MAX_REASON_LENGTH = 500
+MAX_TRANSFER_ID_LENGTH = 128
+#: how many recent transfer ids an account remembers (idempotency of transfer commands)
+TRANSFER_MEMORY = 512
 
 # Compiled once: decide runs on the shard's hot path.
 _CURRENCY = re.compile(r"[A-Z]{3}")
@@ -131,6 +164,24 @@ class NonZeroBalance(RuleViolation):
     code = "NON_ZERO_BALANCE"
 
 
+class CurrencyMismatch(RuleViolation):
+    """The transfer's currency is not the account's."""
+
+    code = "CURRENCY_MISMATCH"
+
+
+class TransferVoided(RuleViolation):
+    """The transfer was voided on this account (compensated); it can no longer move money here."""
+
+    code = "TRANSFER_VOIDED"
+
+
+class SameAccountTransfer(InvalidCommand):
+    """A transfer's source and target must be different accounts."""
+
+    code = "SAME_ACCOUNT_TRANSFER"
+
+
 # --- commands ------------------------------------------------------------------------------
 # Commands and events inherit frozen=True and tag=True from their bases; kw_only=True is per
 # class in msgspec, so it is repeated here (two str fields or two ints must never be swapped
@@ -170,8 +221,42 @@ class CloseAccount(Command, frozen=True, kw_only=True):
     """Close the account for good; its balance must be zero and it must not be frozen."""
 
 
+class DebitForTransfer(Command, frozen=True, kw_only=True):
+    """Debit ``amount`` from the source of transfer ``transfer_id`` (to ``counterparty``)."""
+
+    transfer_id: str
+    amount: int
+    currency: str
+    counterparty: str
+
+
+class CreditForTransfer(Command, frozen=True, kw_only=True):
+    """Credit ``amount`` to the target of transfer ``transfer_id`` (from ``counterparty``)."""
+
+    transfer_id: str
+    amount: int
+    currency: str
+    counterparty: str
+
+
+class RefundTransfer(Command, frozen=True, kw_only=True):
+    """Compensate transfer ``transfer_id`` on its source: refund its debit, or void it if none."""
+
+    transfer_id: str
+    amount: int
+    counterparty: str
+    reason: str = ""
+
+
+class VoidTransferCredit(Command, frozen=True, kw_only=True):
+    """Make sure transfer ``transfer_id`` will not credit this account (a no-op if it already did)."""
+
+    transfer_id: str
+
+
 Commands: TypeAlias = (
     OpenAccount | Deposit | Withdraw | FreezeAccount | UnfreezeAccount | CloseAccount
+    | DebitForTransfer | CreditForTransfer | RefundTransfer | VoidTransferCredit
 )
 
 
@@ -213,8 +298,49 @@ class AccountClosed(Event, frozen=True, kw_only=True):
     """The account was closed (with a zero balance)."""
 
 
+class TransferDebited(Event, frozen=True, kw_only=True):
+    """The source paid ``amount`` out for transfer ``transfer_id``."""
+
+    transfer_id: str
+    amount: int
+    balance_after: int
+    counterparty: str
+
+
+class TransferCredited(Event, frozen=True, kw_only=True):
+    """The target received ``amount`` for transfer ``transfer_id``."""
+
+    transfer_id: str
+    amount: int
+    balance_after: int
+    counterparty: str
+
+
+class TransferRefunded(Event, frozen=True, kw_only=True):
+    """The source got the debit of transfer ``transfer_id`` back (compensation)."""
+
+    transfer_id: str
+    amount: int
+    balance_after: int
+    counterparty: str
+    reason: str = ""
+
+
+class TransferDebitVoided(Event, frozen=True, kw_only=True):
+    """Transfer ``transfer_id`` was compensated before it debited this account: it never will."""
+
+    transfer_id: str
+
+
+class TransferCreditVoided(Event, frozen=True, kw_only=True):
+    """Transfer ``transfer_id`` will not credit this account."""
+
+    transfer_id: str
+
+
 Events: TypeAlias = (
     AccountOpened | MoneyDeposited | MoneyWithdrawn | AccountFrozen | AccountUnfrozen | AccountClosed
+    | TransferDebited | TransferCredited | TransferRefunded | TransferDebitVoided | TransferCreditVoided
 )
 EVENT_TYPES: tuple[type[Event], ...] = (
     AccountOpened,
@@ -223,6 +349,11 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     AccountFrozen,
     AccountUnfrozen,
     AccountClosed,
+    TransferDebited,
+    TransferCredited,
+    TransferRefunded,
+    TransferDebitVoided,
+    TransferCreditVoided,
 )
 
 
@@ -244,6 +375,9 @@ class AccountState(msgspec.Struct, frozen=True, kw_only=True):
     currency: str
     balance: int = 0
     status: AccountStatus = AccountStatus.ACTIVE
+    #: recent transfer id -> what happened here: "debited", "refunded", "debit_voided",
+    #: "credited" or "credit_voided" (the last TRANSFER_MEMORY, oldest dropped first)
+    transfers: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 # --- validation ----------------------------------------------------------------------------
@@ -375,7 +509,88 @@ def _close(state: AccountState | None, command: CloseAccount) -> tuple[Event, ..
     return (AccountClosed(),)
 
 
+def _transfer_id(command: DebitForTransfer | CreditForTransfer) -> str:
+    tid = command.transfer_id
+    if type(tid) is not str or not tid or len(tid) > MAX_TRANSFER_ID_LENGTH or not _OWNER_ID.fullmatch(tid):
+        raise InvalidCommand(
+            f"transfer_id must be 1..{MAX_TRANSFER_ID_LENGTH} printable ASCII characters without spaces",
+            field="transfer_id",
+        )
+    if command.counterparty == command.aggregate_id:
+        raise SameAccountTransfer(f"transfer {tid!r} has {command.aggregate_id!r} on both sides", id=tid)
+    return tid
+
+
+def _same_currency(state: AccountState, command: DebitForTransfer | CreditForTransfer) -> None:
+    if command.currency != state.currency:
+        raise CurrencyMismatch(
+            f"transfer {command.transfer_id!r} is in {command.currency!r}, account "
+            f"{command.aggregate_id!r} is in {state.currency!r}",
+            id=command.aggregate_id,
+        )
+
+
+def _voided(command: Command, tid: str) -> TransferVoided:
+    return TransferVoided(f"transfer {tid!r} was voided on account {command.aggregate_id!r}", id=tid)
+
+
+def _debit_for_transfer(state: AccountState | None, command: DebitForTransfer) -> tuple[Event, ...]:
+    current = _open_state(state, command)
+    tid = _transfer_id(command)
+    seen = current.transfers.get(tid)
+    if seen == "debit_voided":
+        raise _voided(command, tid)
+    if seen is not None:  # debited (and maybe refunded) already: a repeat
+        return ()
+    _not_frozen(current, command)
+    _same_currency(current, command)
+    moved = _debit(current, command, command.amount)
+    return (TransferDebited(transfer_id=tid, amount=moved.amount, balance_after=moved.balance_after,
+                            counterparty=command.counterparty),)
+
+
+def _credit_for_transfer(state: AccountState | None, command: CreditForTransfer) -> tuple[Event, ...]:
+    current = _open_state(state, command)
+    tid = _transfer_id(command)
+    seen = current.transfers.get(tid)
+    if seen == "credit_voided":
+        raise _voided(command, tid)
+    if seen is not None:
+        return ()
+    _not_frozen(current, command)
+    _same_currency(current, command)
+    moved = _credit(current, command, command.amount)
+    return (TransferCredited(transfer_id=tid, amount=moved.amount, balance_after=moved.balance_after,
+                             counterparty=command.counterparty),)
+
+
+def _refund_transfer(state: AccountState | None, command: RefundTransfer) -> tuple[Event, ...]:
+    current = _open_state(state, command)  # frozen is fine: money may come back
+    tid = command.transfer_id
+    seen = current.transfers.get(tid)
+    if seen == "debited":
+        moved = _credit(current, command, command.amount)
+        reason = text(command.reason or "compensation", field="reason", max_length=MAX_REASON_LENGTH)
+        return (TransferRefunded(transfer_id=tid, amount=moved.amount, balance_after=moved.balance_after,
+                                 counterparty=command.counterparty, reason=reason),)
+    if seen is None:
+        return (TransferDebitVoided(transfer_id=tid),)
+    return ()  # refunded or voided already
+
+
+def _void_transfer_credit(state: AccountState | None, command: VoidTransferCredit) -> tuple[Event, ...]:
+    if state is None:
+        raise NotFound(f"account {command.aggregate_id!r} does not exist", id=command.aggregate_id)
+    if command.transfer_id in state.transfers:  # credited or voided already
+        return ()
+    return (TransferCreditVoided(transfer_id=command.transfer_id),)
+
+
 _DECIDERS: dict[type[Command], Callable[[AccountState | None, Any], tuple[Event, ...]]] = {
+    DebitForTransfer: _debit_for_transfer,
+    CreditForTransfer: _credit_for_transfer,
+    RefundTransfer: _refund_transfer,
+    VoidTransferCredit: _void_transfer_credit,
     OpenAccount: _open,
     Deposit: _deposit,
     Withdraw: _withdraw,
@@ -396,6 +611,9 @@ def decide(state: AccountState | None, command: Commands) -> tuple[Event, ...]:
         InsufficientFunds: the withdrawal would overdraw.
         BalanceLimitExceeded: the deposit would exceed ``MAX_BALANCE``.
         NonZeroBalance: ``CloseAccount`` with money left.
+        CurrencyMismatch: a transfer in another currency than the account's.
+        TransferVoided: a transfer debit or credit after the transfer was voided here.
+        SameAccountTransfer: a transfer with the account on both sides.
         InvalidAmount, InvalidCurrency, InvalidCommand: a field is not valid.
     """
     decider = _DECIDERS.get(type(command))
@@ -427,7 +645,41 @@ def _closed(state: AccountState, event: AccountClosed) -> AccountState:
     return msgspec.structs.replace(state, status=AccountStatus.CLOSED)
 
 
+def _remember_transfer(state: AccountState, tid: str, what: str, balance: int) -> AccountState:
+    transfers = dict(state.transfers)
+    transfers.pop(tid, None)  # re-insert: the newest entry is the last one
+    transfers[tid] = what
+    if len(transfers) > TRANSFER_MEMORY:
+        del transfers[next(iter(transfers))]
+    return msgspec.structs.replace(state, balance=balance, transfers=transfers)
+
+
+def _transfer_debited(state: AccountState, event: TransferDebited) -> AccountState:
+    return _remember_transfer(state, event.transfer_id, "debited", event.balance_after)
+
+
+def _transfer_credited(state: AccountState, event: TransferCredited) -> AccountState:
+    return _remember_transfer(state, event.transfer_id, "credited", event.balance_after)
+
+
+def _transfer_refunded(state: AccountState, event: TransferRefunded) -> AccountState:
+    return _remember_transfer(state, event.transfer_id, "refunded", event.balance_after)
+
+
+def _transfer_debit_voided(state: AccountState, event: TransferDebitVoided) -> AccountState:
+    return _remember_transfer(state, event.transfer_id, "debit_voided", state.balance)
+
+
+def _transfer_credit_voided(state: AccountState, event: TransferCreditVoided) -> AccountState:
+    return _remember_transfer(state, event.transfer_id, "credit_voided", state.balance)
+
+
 _EVOLVERS: dict[type[Event], Callable[[Any, Any], AccountState]] = {
+    TransferDebited: _transfer_debited,
+    TransferCredited: _transfer_credited,
+    TransferRefunded: _transfer_refunded,
+    TransferDebitVoided: _transfer_debit_voided,
+    TransferCreditVoided: _transfer_credit_voided,
     AccountOpened: _opened,
     MoneyDeposited: _balance_changed,
     MoneyWithdrawn: _balance_changed,
@@ -454,6 +706,7 @@ ACCOUNT: AggregateType[AccountState] = AggregateType(
     state_type=AccountState,
     decide=decide,
     evolve=evolve,
-    commands=(OpenAccount, Deposit, Withdraw, FreezeAccount, UnfreezeAccount, CloseAccount),
+    commands=(OpenAccount, Deposit, Withdraw, FreezeAccount, UnfreezeAccount, CloseAccount,
+              DebitForTransfer, CreditForTransfer, RefundTransfer, VoidTransferCredit),
     events=EVENT_TYPES,
 )
