@@ -14,6 +14,9 @@ from eventray.aggregates.account import (
     AccountUnfrozen,
     MoneyDeposited,
     MoneyWithdrawn,
+    TransferCredited,
+    TransferDebited,
+    TransferRefunded,
 )
 from eventray.platform.projections import BatchWrites, Projection, Record, Table, handles
 
@@ -24,7 +27,7 @@ class AccountBalances(Projection):
     """One row per account, as of its latest event."""
 
     name = "account_balances"
-    version = 1
+    version = 2
     tables = (
         Table("accounts", ("account_id", "owner_id", "currency", "balance", "status", "version"),
               key=("account_id",)),
@@ -52,7 +55,7 @@ class AccountBalances(Projection):
             "balance": 0, "status": "active", "version": record.envelope.version,
         })
 
-    @handles(MoneyDeposited, MoneyWithdrawn)
+    @handles(MoneyDeposited, MoneyWithdrawn, TransferDebited, TransferCredited, TransferRefunded)
     def balance_changed(self, record: Record, out: BatchWrites) -> None:
         out.update("accounts", record.envelope.aggregate_id, balance=record.event.balance_after,
                    version=record.envelope.version)

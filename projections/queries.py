@@ -98,7 +98,7 @@ class ActivityRow(msgspec.Struct, frozen=True, kw_only=True):
     account_id: str
     id: str
     seq: int
-    kind: str  # "deposit" | "withdrawal" (transfers later)
+    kind: str  # "deposit" | "withdrawal" | "transfer_out" | "transfer_in" | "transfer_refund"
     amount: int
     balance_after: int
     at: dt.datetime
