@@ -1,1 +1,12 @@
-"""Saga definitions: pure state machines."""
+"""Saga definitions: pure state machines (see :mod:`eventray.platform.sagas.definition`).
+
+``SAGAS`` maps each saga's name to its definition class; coordinators host them.
+"""
+
+from __future__ import annotations
+
+from .transfer_money import TransferMoney
+
+__all__ = ["SAGAS", "TransferMoney"]
+
+SAGAS = {TransferMoney.name: TransferMoney}
