@@ -55,6 +55,48 @@ class NotFound(DomainError):
     code = "NOT_FOUND"
 
 
+class InvalidModelInput(InvalidCommand):
+    """The input of a model is not valid for its schema; ``details`` names the field and problem."""
+
+    code = "MODEL_INPUT"
+
+
+class WrongInputShape(InvalidModelInput):
+    """The input array does not have the shape the model's schema declares."""
+
+    code = "MODEL_INPUT_SHAPE"
+
+
+class NonFiniteInput(InvalidModelInput):
+    """The input holds NaN or infinite values."""
+
+    code = "MODEL_INPUT_NAN"
+
+
+class EmptyText(InvalidModelInput):
+    """A text input is empty or has no word the model can read."""
+
+    code = "MODEL_INPUT_EMPTY_TEXT"
+
+
+class TextTooLong(InvalidModelInput):
+    """A text input is longer than the configured maximum (``EVENTRAY_ML_MAX_TEXT_CHARS``)."""
+
+    code = "MODEL_INPUT_TEXT_TOO_LONG"
+
+
+class UnknownModel(NotFound):
+    """No model of that name is in the registry."""
+
+    code = "UNKNOWN_MODEL"
+
+
+class UnknownModelVersion(UnknownModel):
+    """The model exists but has no such version in the registry."""
+
+    code = "UNKNOWN_MODEL_VERSION"
+
+
 class AlreadyExists(DomainError):
     """The command would create an aggregate that already exists."""
 

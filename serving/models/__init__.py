@@ -1,0 +1,14 @@
+"""ML model deployments on Ray Serve: ONNX Runtime sessions with batching, autoscaling and versions.
+
+* :func:`bind_models` / :func:`build_app` / :func:`deploy`: the deployments, configured from settings.
+* :class:`MLClient`: calls them with default-version routing and typed errors.
+* :mod:`eventray.serving.models.resolvers`: resolver-ready async functions for the GraphQL fields
+  in ``serving/graphql/ml.graphql``.
+* :class:`AlertScorer`: scores money movements in batches for the alerts projection.
+"""
+
+from eventray.serving.models.alerts import Alert, AlertScorer
+from eventray.serving.models.client import MLClient
+from eventray.serving.models.deployment import bind_models, build_app, deploy, deployment_name
+
+__all__ = ["Alert", "AlertScorer", "MLClient", "bind_models", "build_app", "deploy", "deployment_name"]
