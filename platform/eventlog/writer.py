@@ -20,7 +20,7 @@ Blocking API: call it from one thread at a time (the shard actor uses ``asyncio.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import kafka.errors as kerr
@@ -206,8 +206,20 @@ class TransactionalWriter:
 
     # --- writing -----------------------------------------------------------------------------
 
-    def append_batch(self, records: Sequence[tuple[bytes | None, bytes]]) -> list[int]:
+    def append_batch(
+        self,
+        records: Sequence[tuple[bytes | None, bytes]],
+        *,
+        consumed_offsets: Mapping[tuple[str, int], int] | None = None,
+        group_metadata: Any = None,
+    ) -> list[int]:
         """Write ``(key, value)`` records to the partition in one transaction.
+
+        With ``consumed_offsets`` (``{(topic, partition): next offset to consume}``) the same
+        transaction also commits those offsets for the consumer group of ``group_metadata``
+        (``KafkaConsumer.group_metadata()``, or a group id), through
+        ``send_offsets_to_transaction``: a consume-transform-produce step whose output and
+        input position commit together, or not at all.
 
         Returns:
             The log offset of each record, in order. (The commit marker takes the next
@@ -232,13 +244,18 @@ class TransactionalWriter:
                 f"writer {self.transactional_id} must be (re)initialised before writing: call "
                 "recreate()" if self._needs_recreate else "init()"
             )
-        if not records:
+        if not records and not consumed_offsets:
             return []
         topic, partition = self.topic, self.partition
         try:
             producer.begin_transaction()
             send = producer.send
             futures = [send(topic, value=value, key=key, partition=partition) for key, value in records]
+            if consumed_offsets:
+                self._send_offsets(consumed_offsets, group_metadata)
+        except _Timeout as e:
+            self._abort_after(kerr.KafkaTimeoutError("send_offsets_to_transaction timed out"), stage="offsets")
+            raise AssertionError("unreachable") from e
         except Exception as e:
             self._abort_after(e, stage="send")
             raise AssertionError("unreachable") from e  # _abort_after always raises
@@ -266,6 +283,27 @@ class TransactionalWriter:
                 transactional_id=self.transactional_id,
             )
         return [f.value.offset for f in futures]
+
+    def _send_offsets(self, offsets: Mapping[tuple[str, int], int], group_metadata: Any) -> None:
+        # KafkaProducer.send_offsets_to_transaction waits without a bound; same steps, bounded.
+        from kafka.structs import OffsetAndMetadata, TopicPartition
+
+        producer = self._producer
+        assert producer is not None
+        if group_metadata is None:
+            raise ConfigurationError("consumed offsets need the consumer's group metadata (or group id)")
+        tm = getattr(producer, "_transaction_manager", None)
+        sender = getattr(producer, "_sender", None)
+        committed = {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
+        if tm is None or sender is None:  # pragma: no cover - a kafka-python without them
+            producer.send_offsets_to_transaction(committed, group_metadata)
+            return
+        result = tm.send_offsets_to_transaction(committed, group_metadata)
+        sender.wakeup()
+        if not result.wait(timeout_ms=self._commit_timeout_ms):
+            raise _Timeout()
+        if result.failed:
+            raise result.exception
 
     def _end_transaction(self, *, commit: bool) -> None:
         # kafka-python's commit_transaction()/abort_transaction() wait without a bound when the

@@ -1,0 +1,165 @@
+"""The Ray shells of the saga runtime: the coordinator actor and the client that reaches them.
+
+``SagaCoordinator`` is a named, detached, restartable async actor around
+:class:`~eventray.platform.sagas.coordinator.SagaCoordinatorService`; the composition root
+builds the service. :class:`SagaClient` routes each saga id to its coordinator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import msgspec
+import ray
+
+from eventray.platform.errors import ServiceUnavailable
+from eventray.platform.settings import Settings
+
+log = logging.getLogger("eventray.sagas")
+
+NAMESPACE = "eventray"
+
+
+def coordinator_name(topic: str, saga: str, index: int) -> str:
+    """The Ray actor name of coordinator ``index`` of saga ``saga`` on event topic ``topic``."""
+    return f"saga:{topic}:{saga}:{index}"
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)
+class SagaCoordinator:
+    """Coordinator of one saga-topic partition. Call ``ready`` to wait for recovery."""
+
+    def __init__(self, settings: Settings, saga_settings: Any, saga: str, index: int,
+                 scorer: Any = None) -> None:
+        from eventray.platform.sagas import composition
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self._settings, self._saga_settings, self._index = settings, saga_settings, index
+        self._saga, self._scorer = saga, scorer
+        self._service: Any = None
+        self._composition = composition
+
+    async def _svc(self) -> Any:
+        if self._service is None:  # built inside the actor's loop: the bus binds to it
+            self._service = self._composition.build_coordinator(
+                self._settings, self._saga_settings, self._saga, self._index, scorer=self._scorer)
+        await self._service.start()
+        return self._service
+
+    async def ready(self) -> dict[str, Any]:
+        return (await self._svc()).describe()
+
+    async def request(self, request: bytes) -> bytes:
+        svc = await self._svc()
+        req = msgspec.msgpack.decode(request, type=svc.definition.request_type)
+        return msgspec.msgpack.encode(await svc.request(req))
+
+    async def run(self, request: bytes, timeout_s: float = 120.0) -> bytes:
+        """Start (idempotently) and wait until the saga is terminal; its final state."""
+        svc = await self._svc()
+        req = msgspec.msgpack.decode(request, type=svc.definition.request_type)
+        await svc.request(req)
+        return msgspec.msgpack.encode(await svc.wait_terminal(svc.definition.saga_id(req), timeout_s))
+
+    async def get(self, saga_id: str) -> bytes | None:
+        state = (await self._svc()).get(saga_id)
+        return None if state is None else msgspec.msgpack.encode(state)
+
+    async def by_account(self, account_id: str) -> bytes:
+        return msgspec.msgpack.encode((await self._svc()).by_account(account_id))
+
+    async def stuck(self, older_than_ms: int) -> bytes:
+        return msgspec.msgpack.encode((await self._svc()).stuck(older_than_ms))
+
+    async def all_states(self) -> bytes:
+        svc = await self._svc()
+        return msgspec.msgpack.encode([i.state for i in svc.instances.values()])
+
+    async def describe(self) -> dict[str, Any]:
+        return (await self._svc()).describe()
+
+    async def stop(self) -> None:
+        if self._service is not None:
+            await self._service.stop()
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+
+class SagaClient:
+    """Reaches the coordinators of one saga by name; safe to use from any event loop.
+
+    Errors from a dead coordinator come back as :class:`ServiceUnavailable` (send again: a
+    request is idempotent by its saga id).
+    """
+
+    def __init__(self, settings: Settings, *, coordinators: int, saga: str = "TransferMoney") -> None:
+        from eventray.platform.sagas.coordinator import owner_of
+        from eventray.sagas import SAGAS
+
+        self._settings = settings
+        self._n = coordinators
+        self._saga = saga
+        self._owner_of = owner_of
+        self._definition = SAGAS[saga]
+        self._state_dec = msgspec.msgpack.Decoder(self._definition.state_type)
+        self._list_dec = msgspec.msgpack.Decoder(list[self._definition.state_type])  # type: ignore[name-defined]
+        self._handles: dict[int, Any] = {}
+
+    def _handle(self, index: int) -> Any:
+        h = self._handles.get(index)
+        if h is None:
+            h = self._handles[index] = ray.get_actor(coordinator_name(self._settings.topic, self._saga, index),
+                                                     namespace=NAMESPACE)
+        return h
+
+    async def _call(self, index: int, method: str, *args: Any) -> Any:
+        try:
+            return await getattr(self._handle(index), method).remote(*args)
+        except Exception as e:
+            self._handles.pop(index, None)
+            from eventray.platform.errors import EventrayError
+
+            cause = getattr(e, "cause", None)
+            if isinstance(cause, EventrayError):
+                raise cause from None
+            if isinstance(e, EventrayError):
+                raise
+            raise ServiceUnavailable(f"saga coordinator {index} unavailable ({type(e).__name__}); retry") from e
+
+    def owner(self, saga_id: str) -> int:
+        return self._owner_of(saga_id, self._n)
+
+    async def request(self, request: Any) -> Any:
+        """Start a saga (idempotent by its id); its state once the start is committed."""
+        sid = self._definition().saga_id(request)
+        return self._state_dec.decode(await self._call(self.owner(sid), "request", msgspec.msgpack.encode(request)))
+
+    async def run(self, request: Any, timeout_s: float = 120.0) -> Any:
+        """Start a saga and wait for its terminal state."""
+        sid = self._definition().saga_id(request)
+        return self._state_dec.decode(await self._call(self.owner(sid), "run", msgspec.msgpack.encode(request), timeout_s))
+
+    async def get(self, saga_id: str) -> Any | None:
+        raw = await self._call(self.owner(saga_id), "get", saga_id)
+        return None if raw is None else self._state_dec.decode(raw)
+
+    async def by_account(self, account_id: str) -> list[Any]:
+        parts = await asyncio.gather(*(self._call(i, "by_account", account_id) for i in range(self._n)))
+        out = [s for raw in parts for s in self._list_dec.decode(raw)]
+        return sorted(out, key=lambda s: getattr(s, "requested_at_ms", 0), reverse=True)
+
+    async def stuck(self, older_than_ms: int = 60_000) -> list[Any]:
+        parts = await asyncio.gather(*(self._call(i, "stuck", older_than_ms) for i in range(self._n)))
+        return [s for raw in parts for s in self._list_dec.decode(raw)]
+
+    async def all_states(self) -> list[Any]:
+        parts = await asyncio.gather(*(self._call(i, "all_states") for i in range(self._n)))
+        return [s for raw in parts for s in self._list_dec.decode(raw)]
+
+    async def describe(self) -> list[dict[str, Any]]:
+        return list(await asyncio.gather(*(self._call(i, "describe") for i in range(self._n))))
