@@ -1,0 +1,233 @@
+"""ML serving: bulk and interactive request rates through Ray Serve, against their limits and peers.
+
+Per model, in one run:
+  * bulk: requests of 256 rows through the Serve handle (the alerts projection's path) vs raw
+    in-process onnxruntime on the same batches (one thread, as a 0.25-CPU replica gets);
+  * interactive: 1 row per request at c=1 and c=64 through the handle, vs a no-op deployment
+    with the same options, and vs sklearn's row-at-a-time ``predict`` (the peer);
+  * autoscaling: seconds to go 1 -> 3 replicas under load and back, with the CI settings.
+
+Run: ``python -m benchmarks.ml_serving [--quick]``; writes benchmarks/results/ml_serving.json.
+GraphQL-over-HTTP interactive figures are not measured here yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks._common import median, parser, print_table, write_results
+
+APP = f"eventray-ml-bench-{os.getpid()}"
+BULK_ROWS = 256
+
+
+class Noop:
+    """The no-op peer: the same Serve path, no model."""
+
+    async def __call__(self, payload: Any) -> Any:
+        return payload
+
+
+def _payloads(trained: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    rng = np.random.default_rng(0)
+    anomaly_rows = trained["anomaly"].heldout
+    texts = list(trained["sentiment"].heldout)
+    digits = trained["digits"].heldout * 16.0
+    users = trained["recommend"].extra["users"]
+    return {
+        "anomaly": {"bulk": [anomaly_rows[i:i + BULK_ROWS] for i in range(0, 16 * BULK_ROWS, BULK_ROWS)],
+                    "single": [anomaly_rows[i:i + 1] for i in range(512)],
+                    "sk_single": lambda i: trained["anomaly"].estimator.predict(anomaly_rows[i % 512:i % 512 + 1])},
+        "sentiment": {"bulk": [(texts * 4)[i:i + BULK_ROWS] for i in range(0, 16 * BULK_ROWS, BULK_ROWS)],
+                      "single": [texts[i % len(texts)] for i in range(512)],
+                      "sk_single": lambda i: trained["sentiment"].estimator.predict([texts[i % len(texts)]])},
+        "digits": {"bulk": [np.resize(digits, (BULK_ROWS, 64)) for _ in range(16)],
+                   "single": [digits[i % len(digits)][None, :] for i in range(512)],
+                   "sk_single": lambda i: trained["digits"].estimator.predict(digits[i % len(digits)][None, :] / 16.0)},
+        "recommend": {"bulk": None,  # one user per request: no bulk form
+                      "single": [(users[int(u)], 10) for u in rng.integers(0, len(users), 512)],
+                      "sk_single": lambda i: _sk_recommend(trained["recommend"], i % len(users))},
+    }
+
+
+def _sk_recommend(t: Any, u: int) -> np.ndarray:
+    row = t.extra["train"][u:u + 1]
+    scores = t.estimator.transform(row) @ t.estimator.components_ - 1e6 * row
+    return np.argsort(-scores[0])[:10]
+
+
+async def _rate(call, payloads: list[Any], concurrency: int, seconds: float, rows_per_call: int = 1) -> float:
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker(k: int) -> None:
+        nonlocal done
+        i = k
+        while time.perf_counter() < deadline:
+            await call(payloads[i % len(payloads)])
+            done += 1
+            i += concurrency
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(k) for k in range(concurrency)))
+    return done * rows_per_call / (time.perf_counter() - start)
+
+
+def _raw_rate(family: Any, batches: list[Any], seconds: float) -> float:
+    items = [family.validate(b) for b in batches]
+    rows, start, i = 0, time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        family.run([items[i % len(items)]])
+        rows += len(items[i % len(items)])
+        i += 1
+    return rows / (time.perf_counter() - start)
+
+
+def _sk_rate(fn, seconds: float) -> float:
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        fn(n)
+        n += 1
+    return n / (time.perf_counter() - start)
+
+
+async def _autoscale(settings: Any) -> tuple[float, float]:
+    from ray import serve
+
+    from eventray.serving.models import MLClient, deploy
+    from eventray.serving.models.deployment import deployment_name
+
+    app = f"{APP}-autoscale"
+    s = settings.model_copy(update={
+        "ml_app_name": app, "ml_min_replicas": 1, "ml_max_replicas": 3, "ml_target_ongoing_requests": 2,
+        "ml_upscale_delay_s": 0, "ml_downscale_delay_s": 1, "ml_metrics_interval_s": 0.1,
+        "ml_look_back_period_s": 0.5, "ml_max_batch_size": 4, "ml_max_ongoing_requests": 8})
+    name = deployment_name("anomaly")
+    deploy(s, ("anomaly",))
+
+    def running() -> int:
+        st = serve.status().applications.get(app)
+        return st.deployments[name].replica_states.get("RUNNING", 0) if st and name in st.deployments else 0
+
+    try:
+        client = MLClient.connect(s, models=("anomaly",))
+        rows = np.random.default_rng(1).normal(size=(256, 4)).astype(np.float32)
+        stop = asyncio.Event()
+
+        async def load() -> None:
+            while not stop.is_set():
+                await client.predict("anomaly", rows)
+
+        workers = [asyncio.create_task(load()) for _ in range(24)]
+        start = time.monotonic()
+        while running() < 3 and time.monotonic() - start < 60:
+            await asyncio.sleep(0.05)
+        up = time.monotonic() - start
+        stop.set()
+        await asyncio.gather(*workers)
+        start = time.monotonic()
+        while running() > 1 and time.monotonic() - start < 60:
+            await asyncio.sleep(0.05)
+        return up, time.monotonic() - start
+    finally:
+        serve.delete(app)
+
+
+async def main_async(quick: bool, repeats: int) -> dict[str, Any]:
+    import ray
+    from ray import serve
+
+    from eventray.platform import devstack
+    from eventray.platform.ml.families import load_family
+    from eventray.platform.ml.registry import Registry
+    from eventray.platform.ml.training import MODEL_NAMES, train, write_models
+    from eventray.serving.models import MLClient, deploy
+
+    seconds = 2.0 if quick else 6.0
+    base = devstack.effective_settings()
+    model_dir = Path(tempfile.mkdtemp(prefix="eventray-bench-models-"))
+    trained = {n: train(n) for n in MODEL_NAMES}
+    write_models(model_dir, list(trained.values()), version="1", seed=0)
+    settings = base.model_copy(update={"model_dir": model_dir, "ml_app_name": APP,
+                                       "ml_min_replicas": 1, "ml_max_replicas": 1})
+    ray.init(address=base.ray_address, namespace="eventray", logging_level="ERROR", log_to_driver=False)
+    deploy(settings)
+    noop = serve.deployment(Noop).options(
+        name="noop", ray_actor_options={"num_cpus": settings.ml_replica_num_cpus},
+        max_ongoing_requests=settings.ml_max_ongoing_requests)
+    serve.run(noop.bind(), name=f"{APP}-noop", route_prefix=None)
+    noop_handle = serve.get_app_handle(f"{APP}-noop")
+    client = MLClient.connect(settings)
+    registry = Registry(model_dir)
+    payloads = _payloads(trained)
+    rows = []
+    try:
+        noop_single = [np.zeros((1, 4), dtype=np.float32)]
+        await _rate(noop_handle.remote, noop_single, 64, 1.0)  # warm
+        noop_c64 = median([await _rate(noop_handle.remote, noop_single, 64, seconds) for _ in range(repeats)])
+        noop_c1 = median([await _rate(noop_handle.remote, noop_single, 1, seconds / 2) for _ in range(repeats)])
+        for name in MODEL_NAMES:
+            p = payloads[name]
+
+            async def call(x, _name=name):
+                return await client.predict(_name, x)
+
+            await _rate(call, p["single"], 16, 1.0)  # warm: load the session, fill caches
+            row: dict[str, Any] = {"name": name}
+            if p["bulk"] is not None:
+                record = registry.record(name)
+                family = load_family(record.family, registry.path(record), threads=1)
+                row["bulk_rows_per_s"] = median([await _rate(call, p["bulk"], 8, seconds, BULK_ROWS)
+                                                 for _ in range(repeats)])
+                row["raw_rows_per_s"] = median([_raw_rate(family, p["bulk"], seconds) for _ in range(repeats)])
+                row["ratio_bulk_to_raw"] = row["bulk_rows_per_s"] / row["raw_rows_per_s"]
+            else:
+                row.update(bulk_rows_per_s=None, raw_rows_per_s=None, ratio_bulk_to_raw=None)
+            row["single_req_per_s_c1"] = median([await _rate(call, p["single"], 1, seconds / 2) for _ in range(repeats)])
+            row["single_req_per_s_c64"] = median([await _rate(call, p["single"], 64, seconds) for _ in range(repeats)])
+            row["noop_req_per_s_c1"] = noop_c1
+            row["noop_req_per_s_c64"] = noop_c64
+            row["ratio_single_to_noop"] = row["single_req_per_s_c64"] / noop_c64
+            row["sklearn_rows_per_s"] = median([_sk_rate(p["sk_single"], seconds / 2) for _ in range(repeats)])
+            row["ratio_single_to_sklearn"] = row["single_req_per_s_c64"] / row["sklearn_rows_per_s"]
+            stats = await client.stats(name)
+            row["median_batch_requests"] = median([k for k, v in stats["batch_sizes"].items() for _ in range(v)])
+            rows.append(row)
+    finally:
+        serve.delete(APP)
+        serve.delete(f"{APP}-noop")
+    ups, downs = [], []
+    for _ in range(1 if quick else repeats):
+        up, down = await _autoscale(settings)
+        ups.append(up)
+        downs.append(down)
+    return {"models": rows, "autoscale_up_s": median(ups), "autoscale_down_s": median(downs),
+            "autoscale_runs": {"up_s": ups, "down_s": downs},
+            "settings": {"bulk_rows": BULK_ROWS, "seconds_per_point": seconds, "repeats": repeats,
+                         "replica_num_cpus": settings.ml_replica_num_cpus,
+                         "max_batch_size": settings.ml_max_batch_size,
+                         "batch_wait_timeout_s": settings.ml_batch_wait_timeout_s},
+            "not_measured": ["interactive through GraphQL over HTTP (GraphQL app wiring of the ML fields pending)"]}
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0]).parse_args()
+    repeats = args.repeats or (1 if args.quick else 3)
+    data = asyncio.run(main_async(args.quick, repeats))
+    path = write_results("ml_serving", data)
+    print_table("ML serving (median)", data["models"],
+                ["name", "bulk_rows_per_s", "raw_rows_per_s", "ratio_bulk_to_raw", "single_req_per_s_c1",
+                 "single_req_per_s_c64", "noop_req_per_s_c64", "ratio_single_to_noop", "sklearn_rows_per_s",
+                 "ratio_single_to_sklearn", "median_batch_requests"])
+    print(f"autoscale up {data['autoscale_up_s']:.1f}s, down {data['autoscale_down_s']:.1f}s; wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
