@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 
 from eventray.platform.settings import Settings
+from eventray.serving.api.document_cache import DocumentCache
 from eventray.serving.api.errors import format_error
 from eventray.serving.api.limits import query_limits
 from eventray.serving.api.principal import ANONYMOUS, InvalidToken, TokenVerifier
@@ -77,9 +78,12 @@ def build_app(settings: Settings, serving: ServingSettings, *, behind_serve_prox
         else:
             raise WebSocketConnectionError({"message": "a bearer token is required", "code": "UNAUTHENTICATED"})
 
+    documents = DocumentCache()
     graphql = GraphQL(
         executable_schema(),
         context_value=context,
+        query_parser=documents.parse,
+        query_validator=documents.validate,
         error_formatter=format_error,
         validation_rules=[query_limits(max_depth=serving.max_query_depth, max_cost=serving.max_query_cost,
                                        default_first=serving.max_page_size)],
