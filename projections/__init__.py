@@ -10,8 +10,9 @@ from eventray.platform.projections import Projection
 
 from .account_activity import AccountActivity
 from .account_balances import AccountBalances
+from .alerts import Alerts
 from .user_directory import UserDirectory
 
-__all__ = ["PROJECTIONS", "AccountActivity", "AccountBalances", "UserDirectory"]
+__all__ = ["PROJECTIONS", "AccountActivity", "AccountBalances", "Alerts", "UserDirectory"]
 
-PROJECTIONS: dict[str, type[Projection]] = {p.name: p for p in (UserDirectory, AccountBalances, AccountActivity)}
+PROJECTIONS: dict[str, type[Projection]] = {p.name: p for p in (UserDirectory, AccountBalances, AccountActivity, Alerts)}

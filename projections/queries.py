@@ -25,6 +25,7 @@ from eventray.platform.projections.reads import ProjectionUnavailable, read_curr
 __all__ = [
     "AccountRow",
     "ActivityRow",
+    "AlertRow",
     "InvalidCursor",
     "OwnerTotal",
     "Page",
@@ -33,6 +34,7 @@ __all__ = [
     "UserRow",
     "account_activity",
     "accounts_by_ids",
+    "alerts",
     "accounts_by_owner",
     "get_account",
     "get_user",
@@ -49,6 +51,7 @@ MAX_PAGE = 200
 USERS = "user_directory"
 BALANCES = "account_balances"
 ACTIVITY = "account_activity"
+ALERTS = "alerts"
 
 
 class InvalidCursor(InvalidCommand):
@@ -103,6 +106,19 @@ class ActivityRow(msgspec.Struct, frozen=True, kw_only=True):
     balance_after: int
     at: dt.datetime
     correlation_id: str | None
+
+
+class AlertRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A flagged money movement: the anomaly model's score, the amount's z-score, and why."""
+
+    account_id: str
+    at: dt.datetime
+    kind: str  # "deposit" | "withdrawal" | "transfer_out" | "transfer_in"
+    amount: int
+    score: float  # > 0: the model calls it an outlier
+    zscore: float
+    reason: str  # "model", "zscore" or "model+zscore"
+    model_version: str
 
 
 class ProjectionStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -350,6 +366,25 @@ async def account_activity(pool: Any, account_id: str, *, first: int = 20, after
         return Page(items=[_activity(r) for r in rows], end_cursor=end, has_next_page=more)
 
     return await read_current(pool, ACTIVITY, q)
+
+
+# --- alerts --------------------------------------------------------------------------------
+
+
+async def alerts(pool: Any, account_id: str, *, first: int = 20) -> list[AlertRow]:
+    """The alerts raised on ``account_id``'s movements, newest first (at most ``first``)."""
+    limit = _limit(first)
+
+    async def q(conn: Any, schema: str) -> list[AlertRow]:
+        cur = await conn.execute(
+            sql.SQL("SELECT account_id, at, kind, amount, score, zscore, reason, model_version FROM {}.alerts "
+                    "WHERE account_id = %s ORDER BY at DESC, log_offset DESC LIMIT %s").format(sql.Identifier(schema)),
+            (account_id, limit),
+        )
+        return [AlertRow(account_id=r[0], at=r[1], kind=r[2], amount=r[3], score=r[4], zscore=r[5], reason=r[6],
+                         model_version=r[7]) for r in await cur.fetchall()]
+
+    return await read_current(pool, ALERTS, q)
 
 
 # --- status --------------------------------------------------------------------------------

@@ -53,6 +53,24 @@ class _AccountStats:
         self.m2 += delta * (x - self.mean)
 
 
+@dataclass(frozen=True, slots=True)
+class AccountFeatureState:
+    """An account's feature state, as a read model stores it between batches.
+
+    Attributes:
+        last_at: epoch seconds of its latest movement (``None`` before the first).
+        recent: epoch seconds of its movements in the 24 hours before ``last_at`` (velocity).
+        n, mean, m2: Welford's running count, mean and sum of squared deviations of the log
+            amount (the z-score baseline).
+    """
+
+    last_at: float | None
+    recent: tuple[float, ...]
+    n: int
+    mean: float
+    m2: float
+
+
 class MovementFeatures:
     """Stateful feature extractor, one state per account.
 
@@ -64,6 +82,23 @@ class MovementFeatures:
 
     def __init__(self) -> None:
         self._accounts: dict[str, _AccountStats] = {}
+
+    def load(self, account_id: str, state: AccountFeatureState) -> None:
+        """Resume ``account_id`` from a stored state (before observing its next movements)."""
+        self._accounts[account_id] = _AccountStats(last_at=state.last_at, recent=deque(state.recent), n=state.n,
+                                                   mean=state.mean, m2=state.m2)
+
+    def state(self, account_id: str) -> AccountFeatureState | None:
+        """The current state of ``account_id`` (``None`` if never seen nor loaded), to store.
+
+        Exactly the in-memory state (``recent`` is already trimmed to a day by :meth:`observe`),
+        so features computed after a store and load equal those computed without one.
+        """
+        stats = self._accounts.get(account_id)
+        if stats is None:
+            return None
+        return AccountFeatureState(last_at=stats.last_at, recent=tuple(stats.recent), n=stats.n, mean=stats.mean,
+                                   m2=stats.m2)
 
     def observe(self, movement: Movement) -> tuple[np.ndarray, float]:
         """Features and amount z-score of ``movement``, then fold it into the account's state."""

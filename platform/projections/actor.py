@@ -28,14 +28,17 @@ log = logging.getLogger("eventray.projection")
 NAMESPACE = "eventray"
 
 
-def projection(name: str) -> Projection:
-    """The registered projection called ``name`` (see ``eventray.projections.PROJECTIONS``)."""
+def projection(name: str, settings: Settings | None = None) -> Projection:
+    """The registered projection called ``name`` (see ``eventray.projections.PROJECTIONS``).
+
+    With ``settings``, built for running (``Projection.build``: clients its ``enrich`` needs).
+    """
     from eventray.projections import PROJECTIONS
 
     cls = PROJECTIONS.get(name)
     if cls is None:
         raise ConfigurationError(f"no projection named {name!r}; known: {', '.join(sorted(PROJECTIONS))}")
-    return cls()
+    return cls() if settings is None else cls.build(settings)
 
 
 def runner_name(topic: str, name: str, version: int, partition: int) -> str:
@@ -59,7 +62,7 @@ def build_runner(settings: Settings, name: str, version: int, partition: int, *,
         return PartitionReader(bootstrap=settings.kafka_address, topic=info.topic, partition=p,
                                client_id=f"eventray-projection-{name}-v{version}-{p}")
 
-    return PartitionRunner(projection=projection(name), store=store, decode_many=composition.event_codec().decode_many,
+    return PartitionRunner(projection=projection(name, settings), store=store, decode_many=composition.event_codec().decode_many,
                            open_reader=open_reader, name=name, version=version, schema=info.schema,
                            partition=partition, fault=fault)
 

@@ -75,6 +75,13 @@ class Projection:
         schema_sql: DDL creating the tables (and indexes, views) in ``{schema}``; it runs
             once, in the transaction that registers the version.
         on_poison: ``"skip"`` (default) or ``"stop"``.
+        enrich_timeout_s: how long an async :meth:`enrich` may take before the batch is retried.
+
+    Optional hooks:
+        enrich(batch): runs once per batch before the handlers, inside the batch's
+            transaction; see :mod:`eventray.platform.projections.enrich`.
+        build(settings): how the runtime constructs the projection (default ``cls()``); a
+            projection whose ``enrich`` calls a service gets its client here.
 
     Handlers should check an event fully before buffering writes for it: when a handler
     raises, the record is dead-lettered, and writes it already buffered stay in the batch.
@@ -85,6 +92,7 @@ class Projection:
     tables: ClassVar[tuple[Table, ...]] = ()
     schema_sql: ClassVar[str] = ""
     on_poison: ClassVar[OnPoison] = "skip"
+    enrich_timeout_s: ClassVar[float] = 30.0
     _handlers: ClassVar[dict[type, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -112,6 +120,24 @@ class Projection:
         self.handlers: dict[type, Callable[[Record, Any], None]] = {
             event_type: getattr(self, attr) for event_type, attr in cls._handlers.items()
         }
+
+    @classmethod
+    def build(cls, settings: Any) -> Projection:
+        """The projection the runtime runs, given the settings (override to inject clients)."""
+        return cls()
+
+    def enrich(self, batch: Any) -> Any:
+        """Optional per-batch step before the handlers (sync or ``async``); see :mod:`.enrich`.
+
+        Returns one result per record of ``batch.records`` (``None`` to leave one out) or a
+        mapping by log offset; handlers read theirs with ``out.enriched(record)``.
+        """
+        return None
+
+    @property
+    def enriches(self) -> bool:
+        """Whether this projection declares an :meth:`enrich` step."""
+        return type(self).enrich is not Projection.enrich
 
     def ddl(self, schema: str) -> str:
         """The DDL for ``schema`` (a name the runtime made: ``proj_<name>_v<n>``)."""

@@ -12,6 +12,7 @@ dead-letter table; the runner then skips them or stops there, as the projection 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -25,6 +26,7 @@ import msgspec
 from eventray.platform.errors import WriteRejected
 from eventray.platform.eventlog.envelope import Undecodable
 from eventray.platform.projections.definition import Projection
+from eventray.platform.projections.enrich import EnrichBatch, StaleRunner, run_enrich
 from eventray.platform.projections.store import DeadLetter, ProjectionStore
 from eventray.platform.projections.writes import BatchWrites
 
@@ -107,6 +109,7 @@ class PartitionRunner:
         self.dead_letters = 0
         self.stopped_on: DeadLetter | None = None
         self.started_at: float | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -139,7 +142,60 @@ class PartitionRunner:
     def process(self, batch: Sequence[LogRecord]) -> bool:
         """Apply one batch in one transaction. Returns False when the projection must stop."""
         decoded = self._decode_many(batch, partition=self.partition)
-        writes = BatchWrites(self._tables)
+        try:
+            dead = self._apply(batch, decoded)
+        except WriteRejected as e:
+            log.warning("%s v%d: the database refused batch %d..%d of partition %d (%s); isolating the record",
+                        self.name, self.version, batch[0][0], batch[-1][0], self.partition, e.message)
+            return self._one_by_one(batch)
+        if dead:
+            self.dead_letters += len(dead)
+            if self._projection.on_poison == "stop":
+                return self._stop(dead[-1])
+        return True
+
+    def _apply(self, batch: Sequence[LogRecord], decoded: list[Any]) -> list[DeadLetter]:
+        """Fold ``batch`` into writes and commit them with the next offset; returns its dead letters."""
+        if not self._projection.enriches:
+            writes = BatchWrites(self._tables)
+            dead, next_offset, count = self._fold(batch, decoded, writes)
+            self._commit(next_offset, count, writes, dead)
+            return dead
+        # enrich reads the read model, so it runs inside the batch's transaction (see .enrich)
+        number = self.batches + 1
+        fault = self._fault
+        store = self._store
+        with store.batch_transaction(name=self.name, version=self.version, partition=self.partition) as (cur, stored):
+            if self.next_offset is not None and stored != self.next_offset:
+                raise StaleRunner(f"{self.name} v{self.version}[{self.partition}]: stored offset {stored}, this "
+                                  f"runner is at {self.next_offset}; another runner wrote the partition",
+                                  projection=self.name, partition=self.partition)
+            handled = [item for item in decoded
+                       if type(item) is not Undecodable and type(item.event) in self._handlers]
+            enrichment = {}
+            if handled:
+                enrichment = run_enrich(
+                    self._projection, EnrichBatch(handled, partition=self.partition, cursor=cur, schema=self.schema,
+                                                  tables={t.name: t for t in self._tables}),
+                    loop=self._event_loop(), timeout_s=type(self._projection).enrich_timeout_s)
+            writes = BatchWrites(self._tables, enrichment=enrichment)
+            dead, next_offset, count = self._fold(batch, decoded, writes)
+            store.write_batch(cur, name=self.name, version=self.version, schema=self.schema,
+                              partition=self.partition, next_offset=next_offset, applied=count, writes=writes,
+                              dead=dead,
+                              before_commit=None if fault is None else (lambda: fault.hit("before_commit", number)))
+        self._committed(number, next_offset, count)
+        return dead
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        # one loop per runner, on the runner's thread: an async enrich's clients bind to it once
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop
+
+    def _fold(self, batch: Sequence[LogRecord], decoded: list[Any],
+              writes: BatchWrites) -> tuple[list[DeadLetter], int, int]:
+        """Run the handlers; returns ``(dead letters, next offset, records applied)``."""
         dead: list[DeadLetter] = []
         handlers = self._handlers
         stop_mode = self._projection.on_poison == "stop"
@@ -165,17 +221,7 @@ class PartitionRunner:
                 next_offset = batch[i][0]
                 count = i
                 break
-        try:
-            self._commit(next_offset, count, writes, dead)
-        except WriteRejected as e:
-            log.warning("%s v%d: the database refused batch %d..%d of partition %d (%s); isolating the record",
-                        self.name, self.version, batch[0][0], batch[-1][0], self.partition, e.message)
-            return self._one_by_one(batch)
-        if dead:
-            self.dead_letters += len(dead)
-            if stop_mode:
-                return self._stop(dead[-1])
-        return True
+        return dead, next_offset, count
 
     def _commit(self, next_offset: int, count: int, writes: BatchWrites | None, dead: list[DeadLetter]) -> None:
         number = self.batches + 1
@@ -185,38 +231,31 @@ class PartitionRunner:
             next_offset=next_offset, applied=count, writes=writes, dead=dead,
             before_commit=None if fault is None else (lambda: fault.hit("before_commit", number)),
         )
+        self._committed(number, next_offset, count)
+
+    def _committed(self, number: int, next_offset: int, count: int) -> None:
         self.batches = number
         self.applied += count
         self.next_offset = next_offset
-        if fault is not None:
-            fault.hit("after_commit", number)
+        if self._fault is not None:
+            self._fault.hit("after_commit", number)
 
     def _one_by_one(self, batch: Sequence[LogRecord]) -> bool:
         """Apply a batch the database refused record by record, dead-lettering the refused ones."""
+        stop_mode = self._projection.on_poison == "stop"
         for record in batch:
             offset = record[0]
-            item = self._decode_many([record], partition=self.partition)[0]
-            writes = BatchWrites(self._tables)
-            dead: list[DeadLetter] = []
-            if type(item) is Undecodable:
-                dead.append(self._dead(record, item.reason, item.event_type))
-            else:
-                handler = self._handlers.get(type(item.event))
-                try:
-                    if handler is not None:
-                        handler(item, writes)
-                except Exception as e:
-                    dead.append(self._dead(record, f"handler failed: {type(e).__name__}: {e}", item.envelope.event_type))
+            decoded = self._decode_many([record], partition=self.partition)
+            item = decoded[0]
             try:
-                self._commit(offset + 1, 1, writes, dead)
+                dead = self._apply([record], decoded)
             except WriteRejected as e:
                 event_type = None if type(item) is Undecodable else item.envelope.event_type
                 dead = [self._dead(record, f"database refused the record's writes: {e.message}", event_type)]
-                stop_mode = self._projection.on_poison == "stop"
                 self._commit(offset if stop_mode else offset + 1, 0 if stop_mode else 1, None, dead)
             if dead:
                 self.dead_letters += len(dead)
-                if self._projection.on_poison == "stop":
+                if stop_mode:
                     return self._stop(dead[-1])
         return True
 

@@ -7,8 +7,9 @@ at all, so a read model always equals the fold of the log below its stored offse
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -239,16 +240,42 @@ class ProjectionStore:
         """
         conn = self.conn
         with translated(f"applying a batch of {name!r} v{version} partition {partition}"), conn.transaction():
+            self.write_batch(conn.cursor(), name=name, version=version, schema=schema, partition=partition,
+                             next_offset=next_offset, applied=applied, writes=writes, dead=dead,
+                             before_commit=before_commit)
+
+    @staticmethod
+    def write_batch(cur: Any, *, name: str, version: int, schema: str, partition: int, next_offset: int,
+                    applied: int, writes: BatchWrites | None, dead: Sequence[DeadLetter] = (),
+                    before_commit: Callable[[], None] | None = None) -> None:
+        """The writes of :meth:`apply_batch` with ``cur``, inside a transaction the caller holds."""
+        if writes is not None:
+            writes.flush(cur, schema)
+        if dead:
+            cur.executemany(_INSERT_DEAD, [
+                (name, version, d.partition, d.offset, d.reason, d.event_type, d.key, d.raw) for d in dead
+            ])
+        cur.execute(_UPSERT_OFFSET, (name, version, partition, next_offset, applied))
+        if before_commit is not None:
+            before_commit()
+
+    @contextlib.contextmanager
+    def batch_transaction(self, *, name: str, version: int, partition: int) -> Iterator[tuple[Any, int]]:
+        """A batch's transaction with the partition's offset row locked: yields ``(cursor, stored offset)``.
+
+        For batches that read the read model before writing it (a projection's ``enrich``):
+        the lock keeps any other writer of the partition out until COMMIT, and the stored
+        offset (0 before the first batch) tells the caller whether it resumed where it thinks.
+        Commits when the block ends, rolls back when it raises.
+        """
+        conn = self.conn
+        with translated(f"applying a batch of {name!r} v{version} partition {partition}"), conn.transaction():
             cur = conn.cursor()
-            if writes is not None:
-                writes.flush(cur, schema)
-            if dead:
-                cur.executemany(_INSERT_DEAD, [
-                    (name, version, d.partition, d.offset, d.reason, d.event_type, d.key, d.raw) for d in dead
-                ])
-            cur.execute(_UPSERT_OFFSET, (name, version, partition, next_offset, applied))
-            if before_commit is not None:
-                before_commit()
+            row = cur.execute(
+                "SELECT next_offset FROM eventray_projection_offsets WHERE name = %s AND version = %s "
+                "AND partition = %s FOR UPDATE", (name, version, partition),
+            ).fetchone()
+            yield cur, 0 if row is None else int(row[0])
 
     def dead_letters(self, name: str, version: int) -> list[DeadLetter]:
         with translated(f"reading dead letters of {name!r} v{version}"):

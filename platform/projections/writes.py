@@ -32,8 +32,9 @@ class _TableBuffer:
 class BatchWrites:
     """Writes buffered for one batch; flushed by the runtime in the batch's transaction."""
 
-    def __init__(self, tables: Iterable[Table]) -> None:
+    def __init__(self, tables: Iterable[Table], *, enrichment: Mapping[int, Any] | None = None) -> None:
         self._tables = {t.name: _TableBuffer(t) for t in tables}
+        self._enrichment = enrichment or {}
 
     def _buffer(self, table: str) -> _TableBuffer:
         try:
@@ -42,6 +43,19 @@ class BatchWrites:
             raise ConfigurationError(f"table {table!r} is not declared in the projection's tables") from None
 
     # --- what handlers call ------------------------------------------------------------------
+
+    def enriched(self, record: Any) -> Any:
+        """The result of the projection's ``enrich`` for ``record`` (see :mod:`.enrich`).
+
+        Raises:
+            EnrichmentMissing: ``enrich`` left the record out; the record is dead-lettered.
+        """
+        try:
+            return self._enrichment[record.offset]
+        except KeyError:
+            from eventray.platform.projections.enrich import EnrichmentMissing
+
+            raise EnrichmentMissing(f"no enrichment for the record at offset {record.offset}") from None
 
     def append(self, table: str, row: tuple[Any, ...]) -> None:
         """Add a row to an append-only table; values in the table's column order."""

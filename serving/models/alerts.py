@@ -53,11 +53,16 @@ class AlertScorer:
         self._model = model
         self._features = MovementFeatures()
 
-    async def score(self, movements: list[Movement]) -> list[Alert]:
-        """Score ``movements`` (in log order) and return one :class:`Alert` per movement."""
+    async def score(self, movements: list[Movement], *, features: MovementFeatures | None = None) -> list[Alert]:
+        """Score ``movements`` (in log order) and return one :class:`Alert` per movement.
+
+        ``features``: the per-account state to compute features from and fold them into
+        (the alerts projection loads it from its read model per batch); default: this
+        scorer's own, kept in memory across calls.
+        """
         if not movements:
             return []
-        rows, zs = self._features.observe_all(movements)
+        rows, zs = (features or self._features).observe_all(movements)
         chunks = [rows[i:i + self._chunk] for i in range(0, len(rows), self._chunk)]
         results = await asyncio.gather(*(self._client.predict(self._model, c) for c in chunks))
         scores = np.concatenate([r["score"] for r in results])

@@ -1,0 +1,218 @@
+"""The batch-enrichment hook and the alerts projection, with no services.
+
+A fake store stands in for PostgreSQL: it keeps the keyed rows and the offset a batch
+transaction sees, so the runner's contract (one ``enrich`` per batch, inside the batch's
+transaction, state read as of the stored offset, results stored with the batch) is checked
+without a database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+import pytest
+
+from eventray.aggregates.account import AccountOpened, MoneyDeposited, MoneyWithdrawn, TransferDebited
+from eventray.platform import composition
+from eventray.platform.ml.datasets import simulate_movements
+from eventray.platform.ml.features import MovementFeatures
+from eventray.platform.projections import BatchWrites, Projection, Table, handles
+from eventray.platform.projections.enrich import StaleRunner
+from eventray.platform.projections.runner import PartitionRunner
+from eventray.projections import Alerts
+from eventray.serving.models.alerts import Alert
+
+
+def records(*items: tuple[str, int, object], start: int = 0, ts: float = 1_700_000_000_000) -> list:
+    codec = composition.event_codec()
+    return [(start + i, agg.encode(), codec.encode(ev, aggregate_type="Account", aggregate_id=agg, version=v,
+                                                 timestamp=ts + 1000 * (start + i)))
+            for i, (agg, v, ev) in enumerate(items)]
+
+
+class FakeCursor:
+    """Answers the one SELECT :meth:`EnrichBatch.rows` sends, from the fake store's rows."""
+
+    def __init__(self, store: FakeStore) -> None:
+        self.store = store
+        self._result: list[tuple[Any, ...]] = []
+
+    def execute(self, stmt: Any, params: tuple[Any, ...]) -> FakeCursor:
+        keys = params[0]
+        self._result = [tuple(self.store.rows[k].values()) for k in keys if k in self.store.rows]
+        return self
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self._result
+
+
+class FakeStore:
+    """Offsets, dead letters and the keyed table ``state`` of one projection, in memory."""
+
+    def __init__(self, columns: tuple[str, ...]) -> None:
+        self.columns = columns
+        self.offset = 0
+        self.rows: dict[Any, dict[str, Any]] = {}
+        self.appended: list[tuple[Any, ...]] = []
+        self.dead: list[Any] = []
+        self.transactions = 0
+
+    def load_offsets(self, name: str, version: int) -> dict[int, int]:
+        return {0: self.offset}
+
+    @contextlib.contextmanager
+    def batch_transaction(self, **_: Any):
+        self.transactions += 1
+        snapshot = (self.offset, {k: dict(v) for k, v in self.rows.items()}, list(self.appended), list(self.dead))
+        try:
+            yield FakeCursor(self), self.offset
+        except BaseException:
+            self.offset, self.rows, self.appended, self.dead = snapshot  # rolled back
+            raise
+
+    def write_batch(self, cur: Any, *, writes: BatchWrites, next_offset: int, dead: Any, **_: Any) -> None:
+        for buf in writes._tables.values():
+            self.appended += buf.appended
+            for key, row in buf.created.items():
+                self.rows[key[0]] = {c: row[c] for c in buf.spec.columns}
+            for key, changes in buf.updated.items():
+                self.rows[key[0]].update(changes)
+        self.dead += list(dead)
+        self.offset = next_offset
+
+    def apply_batch(self, **kw: Any) -> None:
+        self.write_batch(None, **kw)
+
+
+def runner_for(projection: Projection, store: FakeStore) -> PartitionRunner:
+    runner = PartitionRunner(projection=projection, store=store, decode_many=composition.event_codec().decode_many,
+                             open_reader=lambda p: None, name=projection.name, version=1, schema="s", partition=0)
+    runner.next_offset = store.offset
+    return runner
+
+
+class Running(Projection):
+    """Counts deposits per account from a running total ``enrich`` reads and adds to."""
+
+    name = "running"
+    tables = (Table("totals", ("account_id", "total"), key=("account_id",)), Table("seen", ("account_id", "total")))
+    schema_sql = "CREATE TABLE {schema}.totals ();"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[int] = []
+
+    async def enrich(self, batch: Any) -> list[Any]:
+        self.calls.append(len(batch.records))
+        totals = {k: v["total"] for k, v in batch.rows("totals", [r.envelope.aggregate_id for r in batch.records]).items()}
+        out = []
+        for r in batch.records:
+            if r.event.amount == 13:  # the step cannot handle this one: left out
+                out.append(None)
+                continue
+            existed = r.envelope.aggregate_id in totals
+            totals[r.envelope.aggregate_id] = totals.get(r.envelope.aggregate_id, 0) + r.event.amount
+            out.append((totals[r.envelope.aggregate_id], existed))
+        return out
+
+    @handles(MoneyDeposited)
+    def deposited(self, record: Any, out: BatchWrites) -> None:
+        total, existed = out.enriched(record)
+        out.append("seen", (record.envelope.aggregate_id, total))
+        if existed:
+            out.update("totals", record.envelope.aggregate_id, total=total)
+        else:
+            out.create("totals", {"account_id": record.envelope.aggregate_id, "total": total})
+
+
+def test_enrich_runs_once_per_batch_inside_it_and_sees_the_stored_state() -> None:
+    proj, store = Running(), FakeStore(("account_id", "total"))
+    runner = runner_for(proj, store)
+    assert runner.process(records(("a", 1, AccountOpened(owner_id="u", currency="EUR")),
+                                  ("a", 2, MoneyDeposited(amount=5, balance_after=5)),
+                                  ("a", 3, MoneyDeposited(amount=7, balance_after=12))))
+    assert runner.process(records(("a", 4, MoneyDeposited(amount=1, balance_after=13)),
+                                  ("b", 1, MoneyDeposited(amount=2, balance_after=2)), start=3))
+    assert proj.calls == [2, 2] and store.transactions == 2  # AccountOpened is not handled: not enriched
+    assert store.rows == {"a": {"account_id": "a", "total": 13}, "b": {"account_id": "b", "total": 2}}
+    assert store.appended == [("a", 5), ("a", 12), ("a", 13), ("b", 2)] and store.offset == 5
+
+
+def test_a_record_enrich_leaves_out_is_dead_lettered() -> None:
+    proj, store = Running(), FakeStore(("account_id", "total"))
+    runner = runner_for(proj, store)
+    assert runner.process(records(("a", 1, MoneyDeposited(amount=13, balance_after=13)),
+                                  ("a", 2, MoneyDeposited(amount=1, balance_after=14))))
+    assert [d.offset for d in store.dead] == [0] and "no enrichment" in store.dead[0].reason
+    assert store.appended == [("a", 1)] and store.offset == 2
+
+
+def test_a_failing_enrich_fails_the_batch_and_writes_nothing() -> None:
+    class Down(Running):
+        name = "down"
+
+        async def enrich(self, batch: Any) -> list[Any]:
+            raise ConnectionError("model deployment away")
+
+    store = FakeStore(("account_id", "total"))
+    runner = runner_for(Down(), store)
+    with pytest.raises(ConnectionError):
+        runner.process(records(("a", 1, MoneyDeposited(amount=5, balance_after=5))))
+    assert store.offset == 0 and not store.appended and runner.next_offset == 0 and runner.batches == 0
+
+
+def test_a_runner_behind_the_stored_offset_is_stale() -> None:
+    store = FakeStore(("account_id", "total"))
+    runner = runner_for(Running(), store)
+    store.offset = 7  # another incarnation committed meanwhile
+    with pytest.raises(StaleRunner):
+        runner.process(records(("a", 1, MoneyDeposited(amount=5, balance_after=5))))
+    assert not store.appended
+
+
+def test_features_resume_from_stored_state_exactly() -> None:
+    movements = [lm.movement for lm in simulate_movements(seed=7, accounts=6, days=10)]
+    whole_rows, whole_z = MovementFeatures().observe_all(movements)
+    stored: dict[str, Any] = {}
+    parts_rows, parts_z = [], []
+    for i in range(0, len(movements), 17):  # batches of 17, state stored and reloaded between them
+        chunk = movements[i:i + 17]
+        f = MovementFeatures()
+        for account, state in stored.items():
+            f.load(account, state)
+        rows, zs = f.observe_all(chunk)
+        parts_rows.append(rows)
+        parts_z.append(zs)
+        stored.update({m.account_id: f.state(m.account_id) for m in chunk})
+    assert np.array_equal(np.concatenate(parts_rows), whole_rows)
+    assert np.array_equal(np.concatenate(parts_z), whole_z)
+
+
+class FakeScorer:
+    """Flags movements over 1000.00 as ``model``, like the anomaly deployment would, no Serve."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def score(self, movements: list[Any], *, features: MovementFeatures | None = None) -> list[Alert]:
+        self.calls += 1
+        _, zs = features.observe_all(movements)
+        return [Alert(m.account_id, m.at, m.amount, 1.0 if m.amount > 100_000 else -1.0, float(z),
+                      "model" if m.amount > 100_000 else "", "1") for m, z in zip(movements, zs)]
+
+
+def test_alerts_projection_flags_and_keeps_feature_state_in_the_read_model() -> None:
+    scorer = FakeScorer()
+    store = FakeStore(Alerts.tables[1].columns)
+    runner = runner_for(Alerts(scorer=scorer), store)
+    assert runner.process(records(("a", 1, MoneyDeposited(amount=500, balance_after=500)),
+                                  ("a", 2, MoneyWithdrawn(amount=200, balance_after=300)),
+                                  ("b", 1, MoneyDeposited(amount=900_000, balance_after=900_000))))
+    assert runner.process(records(("b", 2, TransferDebited(transfer_id="t", amount=1, balance_after=899_999,
+                                                           counterparty="a")), start=3))
+    assert scorer.calls == 2
+    assert [(a[0], a[2], a[3], a[6]) for a in store.appended] == [("b", "deposit", 900_000, "model")]
+    assert store.rows["a"]["n"] == 2 and len(store.rows["a"]["recent"]) == 2
+    assert store.rows["b"]["n"] == 2 and store.rows["b"]["last_at"] == 1_700_000_003.0
