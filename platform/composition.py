@@ -20,6 +20,8 @@ from eventray.platform.runtime.outcome import Outcome
 from eventray.platform.runtime.shard import ShardConfig, ShardService
 from eventray.platform.settings import Settings
 
+log = logging.getLogger("eventray.composition")
+
 
 @functools.cache
 def aggregates() -> tuple[AggregateType[Any], ...]:
@@ -156,6 +158,19 @@ def connect_ray(settings: Settings) -> None:
                  logging_level=logging.WARNING, log_to_driver=False)
 
 
+def placement(settings: Settings) -> dict[str, Any]:
+    """Ray actor options that place eventray's actors: spread over the nodes, or packed.
+
+    ``settings.actor_resource`` names a custom resource that only the nodes meant for
+    eventray's actors declare (e.g. the workers, keeping the head free); each actor asks for
+    a sliver of it, so Ray places and restarts them only there.
+    """
+    options: dict[str, Any] = {"scheduling_strategy": "SPREAD" if settings.placement == "spread" else "DEFAULT"}
+    if settings.actor_resource:
+        options["resources"] = {settings.actor_resource: 0.001}
+    return options
+
+
 def start_shards(settings: Settings, *, wait: bool = True) -> list[Any]:
     """Create (or find) the named shard actors and wait until they have recovered."""
     import ray
@@ -169,7 +184,7 @@ def start_shards(settings: Settings, *, wait: bool = True) -> list[Any]:
         handles.append(
             AggregateShard.options(  # type: ignore[attr-defined]  # added by @ray.remote
                 name=shard_name(settings.topic, index), namespace=NAMESPACE,
-                lifetime="detached", get_if_exists=True,
+                lifetime="detached", get_if_exists=True, **placement(settings),
             ).remote(settings, parts)
         )
     if wait:
@@ -196,13 +211,73 @@ def stop_shards(settings: Settings) -> None:
         ray.kill(handle, no_restart=True)
 
 
+def rescale_shards(settings: Settings, *, timeout_s: float = 60.0) -> list[str]:
+    """Bring the shard actors of ``settings.topic`` to ``assignment(settings)``; what changed.
+
+    Actors whose partitions stay the same are left alone. Each one whose partitions change
+    (or that is beyond the new count) is released first: it stops taking commands (callers
+    get :class:`PartitionMoved` and resend), finishes its batch, snapshots and closes its
+    producers; then it is removed. Only then do the new actors start, and each one's
+    ``init_transactions`` fences whatever may still hold its partitions' transactional ids.
+    So a partition has at most one writer at any time, and routers learn the new owners
+    from the actors themselves.
+    """
+    import time
+
+    import ray
+
+    from eventray.platform.runtime.shard_actor import NAMESPACE
+
+    connect_ray(settings)
+    ensure_event_topic(settings)
+    desired = assignment(settings)
+    changes: list[str] = []
+    removed: set[str] = set()
+    live = shard_actor_names(settings)
+    for index, name in sorted(live.items()):
+        handle = ray.get_actor(name, namespace=NAMESPACE)
+        try:
+            owned = ray.get(handle.owned.remote(), timeout=timeout_s)["partitions"]
+        except Exception as exc:  # noqa: BLE001 - unreachable: replace it
+            log.warning("shard %s did not answer (%s); replacing it", name, exc)
+            owned = None
+        if index < len(desired) and owned == desired[index]:
+            continue
+        try:
+            ray.get(handle.release.remote(), timeout=timeout_s)
+        except Exception as exc:  # noqa: BLE001 - fencing by the next owner covers it
+            log.warning("shard %s did not release cleanly: %s", name, exc)
+        ray.kill(handle, no_restart=True)
+        removed.add(name)
+        changes.append(f"removed {name} (partitions {owned})")
+    deadline = time.monotonic() + timeout_s
+    while removed & set(shard_actor_names(settings).values()):  # a killed actor frees its name a bit later
+        if time.monotonic() > deadline:
+            raise ConfigurationError(f"removed shard actors of {settings.topic} still hold their names")
+        time.sleep(0.1)
+    kept = set(shard_actor_names(settings))
+    start_shards(settings)
+    for index, parts in enumerate(desired):
+        if index not in kept:
+            changes.append(f"started shard:{settings.topic}:{index} (partitions {parts})")
+    return changes
+
+
 class RayShardTransport(ShardTransport):
-    """Reaches shard actors by name, re-resolving a handle after a failure."""
+    """Reaches shard actors by name and learns which one owns each partition.
+
+    It starts from the assignment in ``settings`` and looks the owners up again (each live
+    ``shard:{topic}:*`` actor says which partitions it serves) whenever a call fails: after a
+    reassignment an actor answers :class:`PartitionMoved` (nothing applied) and the call is
+    resent once to the new owner; after an actor died the call fails retryably, as it may
+    have been applied, and the client resends it with the same ``command_id``.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._owner = {p: i for i, parts in enumerate(assignment(settings)) for p in parts}
         self._handles: dict[int, Any] = {}
+        self._lookup: asyncio.Future[dict[int, int]] | None = None
 
     def _handle(self, index: int) -> Any:
         import ray
@@ -215,16 +290,87 @@ class RayShardTransport(ShardTransport):
             self._handles[index] = handle
         return handle
 
-    async def submit(self, partition: int, payload: bytes) -> bytes:
-        index = self._owner[partition]
+    async def _look_up_owners(self) -> None:
+        """Ask the live shard actors which partitions they serve; one lookup at a time."""
+        if self._lookup is None or self._lookup.done():
+            self._lookup = asyncio.ensure_future(shard_owners(self._settings))
         try:
-            return await self._handle(index).submit.remote(partition, payload)
-        except Exception:
-            self._handles.pop(index, None)
-            raise
+            self._owner = await asyncio.shield(self._lookup)
+        except Exception as exc:  # noqa: BLE001 - the next failed call looks again
+            log.warning("looking up the shard owners of %s failed: %s", self._settings.topic, exc)
+        self._handles.clear()
+
+    async def _call(self, method: str, partition: int, *args: Any) -> Any:
+        from eventray.platform.errors import PartitionMoved, ServiceUnavailable
+
+        for attempt in (1, 2):
+            index = self._owner.get(partition)
+            if index is None:
+                await self._look_up_owners()
+                index = self._owner.get(partition)
+                if index is None:
+                    raise ServiceUnavailable(f"no shard actor serves partition {partition} right now "
+                                             "(it is being moved); retry with the same command_id")
+            try:
+                return await getattr(self._handle(index), method).remote(partition, *args)
+            except Exception as exc:
+                moved = isinstance(getattr(exc, "cause", None), PartitionMoved)
+                await self._look_up_owners()
+                if not moved or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def submit(self, partition: int, payload: bytes) -> bytes:
+        return await self._call("submit", partition, payload)
 
     async def read(self, partition: int, aggregate_id: str) -> Any:
-        return await self._handle(self._owner[partition]).read.remote(partition, aggregate_id)
+        return await self._call("read", partition, aggregate_id)
+
+
+def shard_actor_names(settings: Settings) -> dict[int, str]:
+    """The live shard actors of ``settings.topic`` by index (whatever their count)."""
+    from ray.util import list_named_actors
+
+    from eventray.platform.runtime.shard_actor import NAMESPACE
+
+    prefix = f"shard:{settings.topic}:"
+    found = {}
+    for entry in list_named_actors(all_namespaces=True):
+        name = entry.get("name", "")
+        if entry.get("namespace") == NAMESPACE and name.startswith(prefix) and name[len(prefix):].isdigit():
+            found[int(name[len(prefix):])] = name
+    return found
+
+
+async def shard_owners(settings: Settings, *, timeout_s: float = 5.0) -> dict[int, int]:
+    """Partition -> index of the live shard actor that serves it (released and fenced ones skipped)."""
+    import ray
+
+    from eventray.platform.runtime.shard_actor import NAMESPACE
+
+    def handles() -> dict[int, Any]:
+        out = {}
+        for index, name in shard_actor_names(settings).items():
+            try:
+                out[index] = ray.get_actor(name, namespace=NAMESPACE)
+            except ValueError:  # gone between the listing and now
+                continue
+        return out
+
+    found = await asyncio.to_thread(handles)
+
+    async def ask(index: int, handle: Any) -> tuple[int, dict[str, Any] | None]:
+        try:
+            return index, await asyncio.wait_for(handle.owned.remote(), timeout_s)
+        except Exception:  # noqa: BLE001 - starting or dead: it serves nothing now
+            return index, None
+
+    owners: dict[int, int] = {}
+    for index, info in await asyncio.gather(*(ask(i, h) for i, h in found.items())):
+        if info and not info["released"] and not info["fenced"]:
+            for p in info["partitions"]:
+                owners[p] = index
+    return owners
 
 
 def command_bus(settings: Settings, *, transport: ShardTransport | None = None) -> CommandBus:

@@ -158,6 +158,15 @@ class ServiceUnavailable(Retryable):
     code = "UNAVAILABLE"
 
 
+class PartitionMoved(ServiceUnavailable):
+    """The shard actor asked no longer serves the partition (reassigned, released or fenced).
+
+    Nothing of the call was applied: the router looks the owner up again and resends.
+    """
+
+    code = "PARTITION_MOVED"
+
+
 # --- infrastructure errors -----------------------------------------------------------------
 
 

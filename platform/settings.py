@@ -8,6 +8,7 @@ configuration. A real deployment sets the addresses (``EVENTRAY_KAFKA_BOOTSTRAP`
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -62,6 +63,15 @@ class Settings(BaseSettings):
     bus_max_in_flight: int = 2
     snapshot_every_events: int = 5_000
     snapshot_interval_s: float = 2.0
+
+    # --- placement on a cluster ---
+    placement: Literal["spread", "pack"] = Field(
+        default="spread", description="'spread': Ray's SPREAD scheduling over the nodes; 'pack': Ray's default"
+    )
+    actor_resource: str | None = Field(
+        default=None, description="custom Ray resource eventray's actors require (declared by the nodes "
+        "meant for them, e.g. the workers); unset means any node"
+    )
 
     # --- ML models (training artifacts and Serve deployments) ---
     model_dir: Path | None = Field(

@@ -125,8 +125,12 @@ class ProjectionRunnerActor:
 
 def start_runners(settings: Settings, name: str, version: int, partitions: int, *,
                   fault: FaultPoint | dict[int, FaultPoint] | None = None, autostart: bool = True,
-                  wait: bool = True) -> list[Any]:
-    """Create (or find) one runner actor per partition of ``name`` v``version``."""
+                  wait: bool = True, actor_options: dict[str, Any] | None = None) -> list[Any]:
+    """Create (or find) one runner actor per partition of ``name`` v``version``.
+
+    ``actor_options`` adds Ray actor options, e.g. the placement from
+    :func:`eventray.platform.composition.placement`.
+    """
     from eventray.platform import composition
 
     composition.connect_ray(settings)
@@ -135,7 +139,7 @@ def start_runners(settings: Settings, name: str, version: int, partitions: int, 
         f = fault.get(p) if isinstance(fault, dict) else fault
         handles.append(ProjectionRunnerActor.options(
             name=runner_name(settings.topic, name, version, p), namespace=NAMESPACE,
-            lifetime="detached", get_if_exists=True,
+            lifetime="detached", get_if_exists=True, **(actor_options or {}),
         ).remote(settings, name, version, p, f, autostart))
     if wait:
         ray.get([h.describe.remote() for h in handles])

@@ -1,0 +1,1 @@
+"""Running eventray on a Ray cluster: ``eventray deploy``, ``eventray status``, cluster configs."""

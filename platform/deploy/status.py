@@ -1,0 +1,82 @@
+"""``eventray status``: nodes, where each eventray actor runs, Serve, and the lag of the readers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eventray.platform.settings import Settings
+
+
+def cluster_status(settings: Settings) -> dict[str, Any]:
+    """A plain-data picture of the cluster (the CLI renders it; tests read it)."""
+    import ray
+    from ray._private.state import actors as gcs_actors  # straight from the GCS: no dashboard needed
+
+    from eventray.platform import composition
+
+    composition.connect_ray(settings)
+    nodes = {n["NodeID"]: n for n in ray.nodes()}
+    out: dict[str, Any] = {
+        "nodes": [{"node_id": i[:12], "ip": n["NodeManagerAddress"], "alive": n["Alive"],
+                   "head": "node:__internal_head__" in n.get("Resources", {}),
+                   "resources": {k: v for k, v in n.get("Resources", {}).items() if not k.startswith("node:")}}
+                  for i, n in nodes.items()],
+        "actors": [],
+    }
+    prefixes = (f"shard:{settings.topic}:", f"projection:{settings.topic}:", f"saga:{settings.topic}:")
+    for a in gcs_actors().values():
+        name = a.get("Name") or ""
+        if a.get("State") != "ALIVE" or not (name.startswith(prefixes) or "Serve" in a.get("ClassName", "")
+                                             or name.startswith("SERVE_")):
+            continue
+        node_id = (a.get("Address") or {}).get("NodeID", "")
+        node = nodes.get(node_id, {})
+        out["actors"].append({"name": name or a.get("ClassName"), "node": node.get("NodeManagerAddress", "?"),
+                              "node_id": node_id[:12], "pid": a.get("Pid")})
+    out["actors"].sort(key=lambda a: a["name"])
+    try:
+        from ray import serve
+
+        out["serve"] = {name: str(app.status) for name, app in serve.status().applications.items()}
+    except Exception as exc:  # noqa: BLE001 - Serve not running is a status, not an error
+        out["serve"] = {"error": str(exc)}
+    out["projections"], out["sagas"] = _lags(settings)
+    return out
+
+
+def _lags(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
+    import ray
+
+    from eventray.platform.projections.replay import LogEnds
+    from eventray.platform.projections.store import ProjectionStore
+    from eventray.projections import PROJECTIONS
+
+    ends_reader = LogEnds(settings.kafka_address, settings.topic, settings.partitions)
+    try:
+        ends = ends_reader()
+    finally:
+        ends_reader.close()
+    projections: dict[str, Any] = {}
+    store = ProjectionStore(settings.dsn)
+    try:
+        for name in sorted(PROJECTIONS):
+            version = store.current_version(name)
+            info = store.version_info(name, version) if version is not None else None
+            if info is None or info.topic != settings.topic:
+                continue
+            offsets, _ = store.progress(name, version)
+            projections[f"{name} v{version}"] = sum(max(0, e - offsets.get(p, 0)) for p, e in ends.items())
+    finally:
+        store.close()
+    sagas: dict[str, Any] = {}
+    try:
+        from ray.util import list_named_actors
+
+        for e in list_named_actors(all_namespaces=True):
+            if e.get("namespace") == "eventray" and e.get("name", "").startswith(f"saga:{settings.topic}:"):
+                d = ray.get(ray.get_actor(e["name"], namespace="eventray").describe.remote(), timeout=10)
+                pos = {int(k): v for k, v in (d.get("positions") or {}).items()}
+                sagas[e["name"]] = sum(max(0, end - pos.get(p, 0)) for p, end in ends.items())
+    except Exception as exc:  # noqa: BLE001 - reported, not fatal
+        sagas["error"] = str(exc)
+    return projections, sagas
