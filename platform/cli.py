@@ -23,7 +23,7 @@ COMMANDS = (
     "eventray.platform.projections.cli",
     "eventray.serving.cli",
     "eventray.platform.ml.cli",
-    "eventray.platform.deploy.cli",
+    "eventray.platform.sagas.cli",
 )
 
 

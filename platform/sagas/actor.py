@@ -27,7 +27,7 @@ def coordinator_name(topic: str, saga: str, index: int) -> str:
     return f"saga:{topic}:{saga}:{index}"
 
 
-@ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)
+@ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0, max_concurrency=10_000)
 class SagaCoordinator:
     """Coordinator of one saga-topic partition. Call ``ready`` to wait for recovery."""
 
@@ -35,7 +35,10 @@ class SagaCoordinator:
                  scorer: Any = None) -> None:
         from eventray.platform.sagas import composition
 
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        from eventray.platform.observability import logs
+
+        logs.configure(json_lines=settings.log_json)
+        self._metrics_task: Any = None
         self._settings, self._saga_settings, self._index = settings, saga_settings, index
         self._saga, self._scorer = saga, scorer
         self._service: Any = None
@@ -45,6 +48,10 @@ class SagaCoordinator:
         if self._service is None:  # built inside the actor's loop: the bus binds to it
             self._service = self._composition.build_coordinator(
                 self._settings, self._saga_settings, self._saga, self._index, scorer=self._scorer)
+            from eventray.platform.observability.metrics import export_saga_forever
+
+            self._metrics_task = asyncio.ensure_future(
+                export_saga_forever(self._saga, self._index, self._service.describe))
         await self._service.start()
         return self._service
 
@@ -62,6 +69,22 @@ class SagaCoordinator:
         req = msgspec.msgpack.decode(request, type=svc.definition.request_type)
         await svc.request(req)
         return msgspec.msgpack.encode(await svc.wait_terminal(svc.definition.saga_id(req), timeout_s))
+
+    async def run_many(self, requests: list[bytes], timeout_s: float = 120.0) -> list[bytes | None]:
+        """:meth:`run` for a batch; ``None`` for an item that failed (send it again)."""
+        svc = await self._svc()
+        decode = msgspec.msgpack.Decoder(svc.definition.request_type).decode
+
+        async def one(raw: bytes) -> bytes | None:
+            try:
+                req = decode(raw)
+                await svc.request(req)
+                return msgspec.msgpack.encode(await svc.wait_terminal(svc.definition.saga_id(req), timeout_s))
+            except Exception as e:  # noqa: BLE001 - reported per item
+                log.info("run_many item failed: %s: %s", type(e).__name__, e)
+                return None
+
+        return list(await asyncio.gather(*(one(r) for r in requests)))
 
     async def get(self, saga_id: str) -> bytes | None:
         state = (await self._svc()).get(saga_id)
@@ -109,6 +132,8 @@ class SagaClient:
         self._state_dec = msgspec.msgpack.Decoder(self._definition.state_type)
         self._list_dec = msgspec.msgpack.Decoder(list[self._definition.state_type])  # type: ignore[name-defined]
         self._handles: dict[int, Any] = {}
+        self._lanes: dict[int, list[tuple[bytes, asyncio.Future[Any]]]] = {}
+        self._in_flight: dict[int, int] = {}
 
     def _handle(self, index: int) -> Any:
         h = self._handles.get(index)
@@ -117,9 +142,9 @@ class SagaClient:
                                                      namespace=NAMESPACE)
         return h
 
-    async def _call(self, index: int, method: str, *args: Any) -> Any:
+    async def _call(self, index: int, method: str, *args: Any, timeout_s: float = 30.0) -> Any:
         try:
-            return await getattr(self._handle(index), method).remote(*args)
+            return await asyncio.wait_for(getattr(self._handle(index), method).remote(*args), timeout_s)
         except Exception as e:
             self._handles.pop(index, None)
             from eventray.platform.errors import EventrayError
@@ -142,7 +167,48 @@ class SagaClient:
     async def run(self, request: Any, timeout_s: float = 120.0) -> Any:
         """Start a saga and wait for its terminal state."""
         sid = self._definition().saga_id(request)
-        return self._state_dec.decode(await self._call(self.owner(sid), "run", msgspec.msgpack.encode(request), timeout_s))
+        return self._state_dec.decode(await self._call(self.owner(sid), "run", msgspec.msgpack.encode(request),
+                                                       timeout_s, timeout_s=timeout_s + 10))
+
+    async def run_batched(self, request: Any, timeout_s: float = 120.0) -> Any:
+        """:meth:`run`, micro-batched: concurrent calls for one coordinator share one Ray call
+        (a Ray call costs about as much CPU as a hundred transfers' coordination)."""
+        sid = self._definition().saga_id(request)
+        index = self.owner(sid)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        lane = self._lanes.setdefault(index, [])
+        lane.append((msgspec.msgpack.encode(request), fut))
+        if len(lane) == 1 and self._in_flight.get(index, 0) < 4:
+            asyncio.get_running_loop().call_soon(self._flush, index, timeout_s)
+        return await fut
+
+    def _flush(self, index: int, timeout_s: float) -> None:
+        lane = self._lanes.get(index)
+        if not lane or self._in_flight.get(index, 0) >= 4:
+            return
+        self._lanes[index] = []
+        self._in_flight[index] = self._in_flight.get(index, 0) + 1
+        asyncio.ensure_future(self._run_batch(index, lane, timeout_s))
+
+    async def _run_batch(self, index: int, batch: list[tuple[bytes, asyncio.Future[Any]]], timeout_s: float) -> None:
+        try:
+            results = await self._call(index, "run_many", [r for r, _ in batch], timeout_s, timeout_s=timeout_s + 10)
+        except Exception as e:  # noqa: BLE001 - every item fails alike
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(e)
+        else:
+            for (_, fut), raw in zip(batch, results):
+                if fut.done():
+                    continue
+                if raw is None:
+                    fut.set_exception(ServiceUnavailable("the saga did not finish in time; send it again"))
+                else:
+                    fut.set_result(self._state_dec.decode(raw))
+        finally:
+            self._in_flight[index] -= 1
+            if self._lanes.get(index):
+                self._flush(index, timeout_s)
 
     async def get(self, saga_id: str) -> Any | None:
         raw = await self._call(self.owner(saga_id), "get", saga_id)

@@ -83,6 +83,7 @@ class CoordinatorConfig:
     offsets_every_s: float = 1.0
     max_batch: int = 5_000
     resync_backoff_max_s: float = 2.0
+    start_timeout_s: float = 20.0
 
 
 @dataclass
@@ -308,7 +309,11 @@ class SagaCoordinatorService:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._starts.append(_Start(request, fut))
         self._wake.set()
-        return await fut
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), self.config.start_timeout_s)
+        except asyncio.TimeoutError:
+            raise ServiceUnavailable(f"the start of saga {saga_id!r} was not committed within "
+                                     f"{self.config.start_timeout_s:.0f}s; send it again") from None
 
     async def wait_terminal(self, saga_id: str, timeout_s: float | None = None) -> Any | None:
         """The saga's state once it is terminal (``None`` if unknown)."""
