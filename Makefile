@@ -10,8 +10,9 @@ APT_JAVA := openjdk-17-jre-headless
 APT_MAVEN := maven
 APT_POSTGRES := postgresql
 APT_VENV := python3-venv
+APT_IPROUTE := iproute2
 
-.PHONY: deps venv demo test unit integration up down status clean typecheck
+.PHONY: deps venv demo test unit integration up down status clean typecheck chaos
 
 deps:
 	@missing=""; \
@@ -20,6 +21,7 @@ deps:
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null \
 	  || missing="$$missing $(APT_POSTGRES)"; \
 	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || test -x $(PY) || missing="$$missing $(APT_VENV)"; \
+	command -v tc >/dev/null && command -v ip >/dev/null || missing="$$missing $(APT_IPROUTE)"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "installing:$$missing"; \
@@ -56,6 +58,11 @@ integration: up
 
 test: up
 	$(PY) -m pytest -q
+
+# 10 minutes of seeded faults (every kind the stack supports) on a separate stack of its own
+chaos: deps $(STAMP)
+	EVENTRAY_MONKEY_DURATION=$${EVENTRAY_MONKEY_DURATION:-600} \
+	EVENTRAY_CHAOS_NETNS_IP=$${EVENTRAY_CHAOS_NETNS_IP:-$$( [ "$$(id -u)" = 0 ] && echo 10.231.7.2 )} $(PY) -m pytest tests/chaos/test_monkey.py -q -s
 
 # mypy cannot follow the editable install's import hook, so it checks a tree of links that
 # lays the folders out as the installed package is.

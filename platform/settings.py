@@ -47,6 +47,25 @@ class Settings(BaseSettings):
     postgres_db: str = "eventray"
     ray_port: int = 26379
     ray_num_cpus: int | None = None
+    # a second stack on one machine (the chaos tests) needs every Ray head port of its own
+    ray_client_server_port: int = 10001
+    ray_dashboard_agent_port: int = 52365
+    ray_metrics_export_port: int = Field(
+        default=18080, description="the ONE place to scrape: the head's Prometheus endpoint, which "
+        "carries the metrics of every actor and replica on that node (see docs/operations.md)"
+    )
+    kafka_netns_ip: str | None = Field(
+        default=None, description="opt-in (root): run the dev broker in a network namespace reached "
+        "through a veth pair at this address (x.y.z.2 of a /30), so `eventray chaos delay-kafka` "
+        "can shape its traffic with tc netem"
+    )
+
+    # --- operations ---
+    log_json: bool = Field(default=True, description="actors and replicas log JSON lines")
+    trace_commands: bool = Field(
+        default=True, description="shards and runners log the correlation ids of each batch (one "
+        "line per batch), which `eventray logs --correlation` follows"
+    )
 
     # --- the event log ---
     topic: str = "eventray.events"
@@ -114,7 +133,9 @@ class Settings(BaseSettings):
     @property
     def kafka_address(self) -> str:
         """The bootstrap address clients use: the configured one, else the dev broker."""
-        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+        if self.kafka_bootstrap:
+            return self.kafka_bootstrap
+        return f"{self.kafka_netns_ip or '127.0.0.1'}:{self.kafka_port}"
 
     @property
     def dsn(self) -> str:

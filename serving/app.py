@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from ariadne.asgi import GraphQL
@@ -36,6 +36,7 @@ from eventray.serving.middleware.auth import AuthMiddleware, bearer
 from eventray.serving.middleware.cors import CORSMiddleware
 from eventray.serving.middleware.gzip import GZipMiddleware
 from eventray.serving.middleware.metrics import MetricsMiddleware
+from eventray.serving.middleware.operations import OperationMetrics
 from eventray.serving.middleware.ratelimit import RateLimitMiddleware
 from eventray.serving.middleware.request_id import RequestIdMiddleware
 from eventray.serving.middleware.security_headers import SecurityHeadersMiddleware
@@ -44,14 +45,18 @@ from eventray.serving.settings import ServingSettings
 log = logging.getLogger("eventray.serving")
 
 
-def build_app(settings: Settings, serving: ServingSettings, *, behind_serve_proxy: bool = False) -> Any:
+def build_app(settings: Settings, serving: ServingSettings, *, behind_serve_proxy: bool = False,
+              models: Mapping[str, Any] | None = None, app_name: str | None = None) -> Any:
     """The ingress ASGI app for ``settings`` (addresses, topic) and ``serving`` (API options).
 
-    ``behind_serve_proxy``: Serve's proxy echoes the request id itself.
+    ``behind_serve_proxy``: Serve's proxy echoes the request id itself. ``models``: handles
+    to the model deployments bound into the ingress (``bind_models``), for the ML fields and
+    ``/metrics``; ``app_name``: the Serve application whose replica counts ``/metrics`` shows.
     """
     verifier = TokenVerifier(serving)
     metrics = Metrics()
     state: dict[str, ApiServices] = {}
+    ml = _ml_client(settings, models)
 
     def context(request: Any, _data: Any) -> dict[str, Any]:
         services = state["services"]
@@ -61,6 +66,7 @@ def build_app(settings: Settings, serving: ServingSettings, *, behind_serve_prox
             "principal": request.scope.get(PRINCIPAL) or ANONYMOUS,
             "request_id": request.scope.get(REQUEST_ID, ""),
             "loaders": make_loaders(services),
+            "ml": ml,
         }
 
     def on_connect(websocket: Any, payload: Any) -> None:
@@ -109,7 +115,12 @@ def build_app(settings: Settings, serving: ServingSettings, *, behind_serve_prox
         services = state.get("services")
         if services is not None:
             metrics.subscriptions_active = services.hub.subscriber_count
-        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+        text = metrics.render()
+        if ml is not None:
+            from eventray.serving.models import metrics as model_metrics
+
+            text += await model_metrics.collect(ml, app_name or serving.app_name)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     app: Any = Starlette(
         routes=[
@@ -123,9 +134,20 @@ def build_app(settings: Settings, serving: ServingSettings, *, behind_serve_prox
     # innermost first; requests pass them in the reverse order
     app = RateLimitMiddleware(app, rate=serving.rate_limit_per_s, burst=serving.rate_limit_burst)
     app = AuthMiddleware(app, verifier=verifier, allow_anonymous=serving.anonymous_allowed)
+    app = OperationMetrics(app)
     app = GZipMiddleware(app, minimum_size=serving.gzip_min_size)
     app = CORSMiddleware(app, origins=serving.cors_origins)
     app = SecurityHeadersMiddleware(app, hsts=serving.profile == "production")
     app = RequestIdMiddleware(app, echo=not behind_serve_proxy)
     app = MetricsMiddleware(app, metrics=metrics)
     return app
+
+
+def _ml_client(settings: Settings, models: Mapping[str, Any] | None) -> Any:
+    """The :class:`~eventray.serving.models.MLClient` over the bound model handles, or None."""
+    if not models:
+        return None
+    from eventray.platform.ml.registry import Registry
+    from eventray.serving.models import MLClient
+
+    return MLClient(handles=dict(models), registry=Registry(settings.models_dir))

@@ -8,7 +8,7 @@ the development conveniences off and refuses a configuration that would re-enabl
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -61,6 +61,16 @@ class ServingSettings(BaseSettings):
     replicas: int = 1
     max_ongoing_requests: int = 1024
     read_pool_max: int = 8
+    # autoscaling of the GraphQL deployment: on in production, fixed `replicas` in dev;
+    # production defaults explained in eventray.serving.autoscaling
+    graphql_autoscaling: bool | None = Field(default=None, description="default: on in production")
+    graphql_min_replicas: int = Field(default=2, ge=0)
+    graphql_max_replicas: int = Field(default=16, ge=1)
+    graphql_target_ongoing_requests: float = Field(default=64.0, gt=0)
+    graphql_upscale_delay_s: float = Field(default=30.0, ge=0)
+    graphql_downscale_delay_s: float = Field(default=600.0, ge=0)
+    graphql_metrics_interval_s: float = Field(default=10.0, gt=0)
+    graphql_look_back_period_s: float = Field(default=30.0, gt=0)
 
     @model_validator(mode="after")
     def _check_profile(self) -> ServingSettings:
@@ -72,6 +82,21 @@ class ServingSettings(BaseSettings):
                 raise ConfigurationError(
                     "production needs RS256 keys: set EVENTRAY_JWT_PUBLIC_KEY_FILE or EVENTRAY_JWKS_FILE")
         return self
+
+    @property
+    def autoscaling(self) -> dict[str, Any] | None:
+        """Serve's autoscaling_config of the GraphQL deployment, or None for fixed replicas."""
+        on = self.graphql_autoscaling if self.graphql_autoscaling is not None else self.profile == "production"
+        if not on:
+            return None
+        from eventray.serving.autoscaling import autoscaling_config
+
+        return autoscaling_config(
+            prefix="EVENTRAY_GRAPHQL", min_replicas=self.graphql_min_replicas,
+            max_replicas=self.graphql_max_replicas, target_ongoing_requests=self.graphql_target_ongoing_requests,
+            upscale_delay_s=self.graphql_upscale_delay_s, downscale_delay_s=self.graphql_downscale_delay_s,
+            metrics_interval_s=self.graphql_metrics_interval_s, look_back_period_s=self.graphql_look_back_period_s,
+            strict=self.profile == "production")
 
     @property
     def anonymous_allowed(self) -> bool:

@@ -69,16 +69,28 @@ def start(settings: Settings) -> PieceStatus:
     started = False
     if pid is None:
         _proc.require_port(settings.ray_port, "the Ray head", "ray_port")
+        _proc.require_port(settings.ray_client_server_port, "the Ray client server",
+                           "ray_client_server_port")
+        _proc.require_port(settings.ray_dashboard_agent_port, "the Ray dashboard agent",
+                           "ray_dashboard_agent_port")
+        _proc.require_port(settings.ray_metrics_export_port, "Ray's metrics export",
+                           "ray_metrics_export_port")
         tmp = temp_dir(settings)
         tmp.mkdir(parents=True, exist_ok=True)
         args = [
             _ray_executable(), "start", "--head", f"--port={settings.ray_port}",
             "--node-ip-address=127.0.0.1", "--disable-usage-stats",
             "--include-dashboard=false", f"--temp-dir={tmp}",
+            f"--ray-client-server-port={settings.ray_client_server_port}",
+            f"--dashboard-agent-listen-port={settings.ray_dashboard_agent_port}",
+            f"--metrics-export-port={settings.ray_metrics_export_port}",
         ]
         if settings.ray_num_cpus is not None:
             args.append(f"--num-cpus={settings.ray_num_cpus}")
         env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+        # drivers here connect without a token (RAY_AUTH_MODE unset means disabled for them);
+        # a head that turned token auth on by itself would refuse them
+        env.setdefault("RAY_AUTH_MODE", "disabled")
         env.pop("RAY_ADDRESS", None)
         settings.logs_dir.mkdir(parents=True, exist_ok=True)
         proc = _proc.run(args, what="starting the Ray head (ray start --head)", env=env, timeout=180)

@@ -67,14 +67,34 @@ def build_runner(settings: Settings, name: str, version: int, partition: int, *,
                            partition=partition, fault=fault)
 
 
+def _log_end(settings: Settings, partition: int) -> Any:
+    """``() -> last stable offset`` of the runner's partition, for the lag metric."""
+    from eventray.platform.eventlog.reader import PartitionReader
+
+    reader: list[PartitionReader] = []
+
+    def end() -> int:
+        if not reader:
+            reader.append(PartitionReader(bootstrap=settings.kafka_address, topic=settings.topic,
+                                          partition=partition, client_id=f"eventray-metrics-{partition}"))
+        return reader[0].last_stable_offset(timeout_s=5.0)
+
+    return end
+
+
 @ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)
 class ProjectionRunnerActor:
     """Runs one :class:`PartitionRunner` on a thread; ``start`` begins (or resumes) it."""
 
     def __init__(self, settings: Settings, name: str, version: int, partition: int,
                  fault: FaultPoint | None = None, autostart: bool = True) -> None:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        from eventray.platform.observability import logs, metrics
+
+        logs.configure(json_lines=settings.log_json)
         self._runner = build_runner(settings, name, version, partition, fault=fault)
+        self._runner.on_batch = metrics.ProjectionBatchLog(name, partition, trace=settings.trace_commands)
+        self._metrics = metrics.ProjectionExporter(name, partition, self._runner.describe,
+                                                   _log_end(settings, self._runner.partition))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._error: str | None = None

@@ -110,6 +110,8 @@ class PartitionRunner:
         self.stopped_on: DeadLetter | None = None
         self.started_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: called with each applied batch's decoded records (the actor's correlation log)
+        self.on_batch: Callable[[list[Any]], None] | None = None
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -148,6 +150,8 @@ class PartitionRunner:
             log.warning("%s v%d: the database refused batch %d..%d of partition %d (%s); isolating the record",
                         self.name, self.version, batch[0][0], batch[-1][0], self.partition, e.message)
             return self._one_by_one(batch)
+        if self.on_batch is not None:
+            self.on_batch(decoded)
         if dead:
             self.dead_letters += len(dead)
             if self._projection.on_poison == "stop":

@@ -61,6 +61,7 @@ class ShardConfig:
 class _Queued:
     commands: list[Command]
     future: asyncio.Future[list[Outcome]]
+    at: float = field(default_factory=time.perf_counter)
 
 
 @dataclass
@@ -91,6 +92,7 @@ class ShardService:
         encode: builds a record value from an event and its envelope fields.
         topic: the event topic, for snapshot keys.
         config: tuning.
+        observer: receives what happened (metrics); see ``eventray.platform.observability``.
     """
 
     def __init__(
@@ -104,8 +106,10 @@ class ShardService:
         encode: Callable[..., bytes],
         topic: str,
         config: ShardConfig | None = None,
+        observer: Any = None,
     ) -> None:
         self.config = config or ShardConfig()
+        self.observer = observer
         self.topic = topic
         self._aggregates = {a.name: a for a in aggregates}
         self._state_decoders = {a.name: msgspec.msgpack.Decoder(a.state_type) for a in aggregates}
@@ -154,6 +158,8 @@ class ShardService:
         core.next_offset = checkpoint
         replayed = await asyncio.to_thread(self._replay, part, start)
         part.recovery_s = time.perf_counter() - t0
+        if self.observer is not None:
+            self.observer.recovered(part.number, part.recovery_s, len(core.entries), checkpoint)
         log.info(
             "partition %d recovered in %.2fs: %d aggregates, checkpoint %d, %d records replayed",
             part.number, part.recovery_s, len(core.entries), checkpoint, replayed,
@@ -261,6 +267,10 @@ class ShardService:
                     log.exception("partition %d: batch failed", part.number)
                     err = exc if isinstance(exc, EventrayError) else CommitFailed(str(exc))
                     outcomes = [_fail(c, err) for c in commands]
+                if self.observer is not None:
+                    now = time.perf_counter()
+                    self.observer.answered(part.number, commands, outcomes, [now - i.at for i in taken],
+                                           aggregates=len(part.core.entries), next_offset=part.core.next_offset)
                 at = 0
                 for item in taken:
                     n = len(item.commands)
@@ -279,21 +289,28 @@ class ShardService:
         if not batch.values:
             return core.committed([])
         assert part.writer is not None
+        t0 = time.perf_counter()
         try:
             offsets = await asyncio.to_thread(part.writer.append_batch, list(zip(batch.keys, batch.values)))
         except Fenced as exc:
             core.rolled_back()
             self.fenced = exc
+            if self.observer is not None:
+                self.observer.fenced(part.number)
             log.error("partition %d: fenced by a newer shard incarnation; this one stops", part.number)
             return [_fail(c, ServiceUnavailable(f"shard fenced: {exc}")) for c in commands]
         except Exception as exc:  # noqa: BLE001 - every other failure: roll back and resync
             core.rolled_back()
             self.stats["commit_failures"] += 1
+            if self.observer is not None:
+                self.observer.commit_failed(part.number)
             log.warning("partition %d: commit failed (%s); re-creating the producer and "
                         "re-reading the tail", part.number, exc)
             await self._resync(part)
             err = exc if isinstance(exc, Retryable) else CommitFailed(f"commit failed: {exc}")
             return [_fail(c, err) for c in commands]
+        if self.observer is not None:
+            self.observer.committed(part.number, len(commands), time.perf_counter() - t0)
         self.stats["batches"] += 1
         self.stats["events"] += len(offsets)
         part.events_since_snapshot += len(offsets)
@@ -346,6 +363,8 @@ class ShardService:
     async def _save_in_thread(self, part: _Partition, candidates: list[tuple[str, Any]], checkpoint: int) -> None:
         try:
             await asyncio.to_thread(self._save_snapshots, part.number, candidates, checkpoint)
+            if self.observer is not None:
+                self.observer.snapshot_saved(part.number, checkpoint)
         except Exception as exc:  # noqa: BLE001 - the next snapshot retries these aggregates
             part.core.dirty.update(agg_id for agg_id, _ in candidates)
             log.warning("partition %d: snapshot of %d aggregates failed, will retry: %s",

@@ -30,9 +30,12 @@ class AggregateShard:
     def __init__(self, settings: Settings, partitions: list[int]) -> None:
         from eventray.platform import composition
 
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        from eventray.platform.observability import logs, metrics
+
+        logs.configure(json_lines=settings.log_json)
         self._wire = composition.wire_codec()
         self._service = composition.build_shard_service(settings, partitions)
+        self._service.observer = metrics.ShardMetrics(settings.topic, trace=settings.trace_commands)
         self._settings = settings
         self._released = False
 

@@ -112,14 +112,13 @@ def deployment_name(model: str) -> str:
 
 def autoscaling_config(settings: Settings) -> dict[str, Any]:
     """Serve autoscaling from settings (production defaults; CI sets the EVENTRAY_ML_* overrides)."""
-    if settings.ml_min_replicas > settings.ml_max_replicas:
-        raise ConfigurationError("EVENTRAY_ML_MIN_REPLICAS must not exceed EVENTRAY_ML_MAX_REPLICAS")
-    return {
-        "min_replicas": settings.ml_min_replicas, "initial_replicas": max(1, settings.ml_min_replicas),
-        "max_replicas": settings.ml_max_replicas, "target_ongoing_requests": settings.ml_target_ongoing_requests,
-        "upscale_delay_s": settings.ml_upscale_delay_s, "downscale_delay_s": settings.ml_downscale_delay_s,
-        "metrics_interval_s": settings.ml_metrics_interval_s, "look_back_period_s": settings.ml_look_back_period_s,
-    }
+    from eventray.serving.autoscaling import autoscaling_config as checked
+
+    return checked(
+        prefix="EVENTRAY_ML", min_replicas=settings.ml_min_replicas, max_replicas=settings.ml_max_replicas,
+        target_ongoing_requests=settings.ml_target_ongoing_requests,
+        upscale_delay_s=settings.ml_upscale_delay_s, downscale_delay_s=settings.ml_downscale_delay_s,
+        metrics_interval_s=settings.ml_metrics_interval_s, look_back_period_s=settings.ml_look_back_period_s)
 
 
 def bind_model(settings: Settings, model: str) -> Any:

@@ -1,0 +1,227 @@
+"""Faults injected into a local dev stack, each refusing anything that stack did not start.
+
+Every fault takes the *configured* settings of a stack (``EVENTRAY_HOME`` and ports) and:
+
+* acts only on processes the stack started: the broker of its own pid file, the PostgreSQL
+  cluster of its own state file, and Ray actors whose process descends from its own Ray head
+  (found by the head's temp directory); a piece with a configured external address is refused;
+* waits until the system answers again and reports how long that took (``recovered_s``).
+
+Kafka is paused with SIGSTOP/SIGCONT; delayed with tc netem on the host end of the veth pair
+of the stack's own broker namespace (``EVENTRAY_KAFKA_NETNS_IP``, root, see
+:mod:`eventray.platform.devstack.netns`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from eventray.platform.devstack import _proc, kafka, netns, postgres, rayhead
+from eventray.platform.devstack.state import effective_settings
+from eventray.platform.errors import StackError
+from eventray.platform.settings import Settings
+
+log = logging.getLogger("eventray.chaos")
+
+NAMESPACE = "eventray"
+
+
+@dataclass(frozen=True)
+class FaultResult:
+    """What a fault did: its kind, its target, and seconds until the target answered again."""
+
+    kind: str
+    target: str
+    recovered_s: float
+    detail: str = ""
+
+
+# --------------------------------------------------------------------------- ownership
+
+
+def _stack_pids(settings: Settings) -> set[int]:
+    """Every process of this stack's Ray head (the head's processes name its temp dir)."""
+    if settings.ray_address:
+        raise StackError("this stack's Ray is external (EVENTRAY_RAY_ADDRESS is set); chaos only acts on a "
+                         "Ray head that `eventray dev up` started")
+    roots = _proc.pids_matching(str(rayhead.temp_dir(settings)))
+    if not roots:
+        raise StackError(f"no Ray head of this stack runs (temp dir {rayhead.temp_dir(settings)}); "
+                         "start it with `eventray dev up`")
+    return set(_proc.with_descendants(roots))
+
+
+def _connect(settings: Settings) -> None:
+    import ray
+
+    from eventray.platform import composition
+
+    _stack_pids(settings)  # refuse before connecting anywhere
+    composition.connect_ray(effective_settings(settings))
+
+
+def _kill_actor(settings: Settings, name: str, kind: str, wait_ready: Callable[[Any], Any]) -> FaultResult:
+    """SIGKILL the process of a named actor of this stack; Ray restarts it; wait until ready."""
+    import ray
+
+    _connect(settings)
+    try:
+        handle = ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError as e:
+        raise StackError(f"no actor named {name!r} in namespace {NAMESPACE!r} on this stack") from e
+    pid = int(ray.get(handle.pid.remote(), timeout=60))
+    if pid not in _stack_pids(settings):
+        raise StackError(f"actor {name} runs as pid {pid}, which this stack's Ray head did not start; refusing")
+    t0 = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    deadline = t0 + 180
+    while True:
+        try:
+            wait_ready(handle)
+            if int(ray.get(handle.pid.remote(), timeout=30)) != pid:
+                break
+        except Exception as e:  # noqa: BLE001 - restarting; ask again
+            log.debug("%s not back yet: %s", name, e)
+        if time.monotonic() > deadline:
+            raise StackError(f"{name} did not come back within 180s after being killed")
+        time.sleep(0.2)
+    return FaultResult(kind, name, time.monotonic() - t0, f"pid {pid} killed")
+
+
+def _named(prefix: str) -> list[str]:
+    from ray.util import list_named_actors
+
+    return sorted(e["name"] for e in list_named_actors(all_namespaces=True)
+                  if e.get("namespace") == NAMESPACE and e.get("name", "").startswith(prefix))
+
+
+# --------------------------------------------------------------------------- the faults
+
+
+def kill_shard(settings: Settings, index: int | None = None, *, rng: random.Random | None = None) -> FaultResult:
+    """Kill shard actor ``index`` (a random one when omitted); wait until it recovered."""
+    import ray
+
+    _connect(settings)
+    names = _named(f"shard:{settings.topic}:")
+    if not names:
+        raise StackError(f"no shard actors of topic {settings.topic!r} run on this stack")
+    name = f"shard:{settings.topic}:{index}" if index is not None else (rng or random).choice(names)
+    return _kill_actor(settings, name, "kill-shard", lambda h: ray.get(h.ready.remote(), timeout=60))
+
+
+def kill_runner(settings: Settings, name: str, *, rng: random.Random | None = None) -> FaultResult:
+    """Kill a projection runner: an actor name, or a projection name (a random partition's runner)."""
+    import ray
+
+    _connect(settings)
+    if name.startswith("projection:"):
+        actor = name
+    else:
+        candidates = [n for n in _named(f"projection:{settings.topic}:{name}:")]
+        if not candidates:
+            raise StackError(f"no runner of projection {name!r} on topic {settings.topic!r} runs on this stack")
+        actor = (rng or random).choice(candidates)
+
+    def ready(h: Any) -> None:
+        d = ray.get(h.describe.remote(), timeout=30)
+        if not d.get("running"):
+            raise RuntimeError("runner not running yet")
+
+    return _kill_actor(settings, actor, "kill-runner", ready)
+
+
+def kill_coordinator(settings: Settings, index: int | None = None, *, saga: str = "TransferMoney",
+                     rng: random.Random | None = None) -> FaultResult:
+    """Kill a saga coordinator (a random one when ``index`` is omitted); wait until it recovered."""
+    import ray
+
+    _connect(settings)
+    names = _named(f"saga:{settings.topic}:{saga}:")
+    if not names:
+        raise StackError(f"no {saga} coordinators of topic {settings.topic!r} run on this stack")
+    name = names[index] if index is not None else (rng or random).choice(names)
+    return _kill_actor(settings, name, "kill-coordinator", lambda h: ray.get(h.ready.remote(), timeout=60))
+
+
+def _our_broker(settings: Settings) -> int:
+    if settings.kafka_bootstrap:
+        raise StackError("this stack's Kafka is external (EVENTRAY_KAFKA_BOOTSTRAP is set); refusing")
+    piece = kafka.status(settings)
+    config = str(settings.home / "run" / "kafka.properties")
+    if piece.state != "running" or piece.pid is None or config not in _proc.cmdline(piece.pid):
+        raise StackError(f"no broker started by this stack runs (home {settings.home}); refusing")
+    return piece.pid
+
+
+def _wait_kafka(settings: Settings, t0: float, timeout_s: float = 120.0) -> float:
+    _proc.wait_until(lambda: kafka.ready(settings.kafka_address), timeout=timeout_s,
+                     what=f"Kafka at {settings.kafka_address}", interval=0.2)
+    return time.monotonic() - t0
+
+
+def pause_kafka(settings: Settings, seconds: float) -> FaultResult:
+    """SIGSTOP the broker for ``seconds``, SIGCONT it, wait until it answers."""
+    pid = _our_broker(settings)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(seconds)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    t0 = time.monotonic()
+    return FaultResult("pause-kafka", f"broker pid {pid}", _wait_kafka(settings, t0), f"paused {seconds:.1f}s")
+
+
+def restart_kafka(settings: Settings) -> FaultResult:
+    """Stop the broker (SIGTERM, clean shutdown) and start it again; wait until it answers."""
+    pid = _our_broker(settings)
+    t0 = time.monotonic()
+    kafka.stop(settings)
+    kafka.start(settings)
+    return FaultResult("restart-kafka", f"broker pid {pid}", _wait_kafka(settings, t0))
+
+
+def restart_postgres(settings: Settings) -> FaultResult:
+    """Stop PostgreSQL (fast shutdown: clients are disconnected) and start it again."""
+    if settings.database_url:
+        raise StackError("this stack's PostgreSQL is external (EVENTRAY_DATABASE_URL is set); refusing")
+    piece = postgres.status(settings)
+    if piece.state != "running":
+        raise StackError(f"no PostgreSQL started by this stack runs (home {settings.home}); refusing")
+    t0 = time.monotonic()
+    postgres.stop(settings)
+    started = postgres.start(settings)
+    _proc.wait_until(lambda: postgres.ready(started.address or ""), timeout=60, what="PostgreSQL", interval=0.2)
+    return FaultResult("restart-postgres", f"postgres pid {piece.pid}", time.monotonic() - t0)
+
+
+def delay_kafka(settings: Settings, ms: int, seconds: float = 10.0) -> FaultResult:
+    """Delay traffic to the broker by ``ms`` for ``seconds`` (tc netem on the stack's own veth)."""
+    _our_broker(settings)
+    netns.set_delay(settings, ms)
+    try:
+        time.sleep(seconds)
+    finally:
+        netns.set_delay(settings, 0)
+    t0 = time.monotonic()
+    return FaultResult("delay-kafka", netns.names(settings).host_if, _wait_kafka(settings, t0),
+                       f"{ms} ms for {seconds:.0f}s")
+
+
+def delay_available(settings: Settings) -> str | None:
+    """None when delay-kafka can run on this stack, else why not."""
+    if not settings.kafka_netns_ip:
+        return "the broker does not run in a network namespace (EVENTRAY_KAFKA_NETNS_IP unset)"
+    try:
+        netns.set_delay(settings, 1)
+        netns.set_delay(settings, 0)
+    except StackError as e:
+        return e.message
+    return None

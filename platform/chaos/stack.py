@@ -1,0 +1,108 @@
+"""A separate, small stack for chaos experiments, and the services a monkey needs on it.
+
+Never point chaos at a stack other people use: bring one up with its own ``EVENTRAY_HOME``
+and ports (``chaos_env``) and run the monkey there. ``up`` starts the dev stack, the shards,
+the ``account_balances`` projection, TransferMoney coordinators (rule scorer: no model
+needed) and optionally the GraphQL app on Serve.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from eventray.platform.settings import Settings
+
+
+def chaos_env(home: Path, *, base: int = 29000, netns_ip: str | None = None) -> dict[str, str]:
+    """``EVENTRAY_*`` variables of a separate stack in ``home`` with ports from ``base``."""
+    env = {
+        "EVENTRAY_HOME": str(home), "EVENTRAY_KAFKA_PORT": str(base + 92),
+        "EVENTRAY_KAFKA_CONTROLLER_PORT": str(base + 93), "EVENTRAY_POSTGRES_PORT": str(base + 432),
+        "EVENTRAY_RAY_PORT": str(base + 379), "EVENTRAY_RAY_CLIENT_SERVER_PORT": str(base + 1),
+        "EVENTRAY_RAY_DASHBOARD_AGENT_PORT": str(base + 365), "EVENTRAY_RAY_METRICS_EXPORT_PORT": str(base + 80),
+        "EVENTRAY_RAY_NUM_CPUS": "2", "EVENTRAY_HTTP_PORT": str(base + 800), "EVENTRAY_PARTITIONS": "2",
+        "EVENTRAY_SHARDS": "2", "EVENTRAY_SNAPSHOT_INTERVAL_S": "1.0",
+    }
+    if netns_ip:
+        env["EVENTRAY_KAFKA_NETNS_IP"] = netns_ip
+    return env
+
+
+def up(settings: Settings, *, graphql: bool = False, console: Console | None = None) -> dict[str, Any]:
+    """Start the stack of ``settings`` and the services on it; returns effective settings and URLs."""
+    from eventray.platform import composition, devstack
+    from eventray.platform.projections.replay import replay
+    from eventray.platform.projections.store import ProjectionStore
+    from eventray.platform.sagas import composition as sagas
+    from eventray.platform.sagas.scoring import AmountRuleScorer
+    from eventray.platform.sagas.settings import SagaSettings
+
+    report = devstack.up(settings, console=console or Console(stderr=True, quiet=True))
+    eff = report.settings
+    composition.start_shards(eff)
+    if ProjectionStore(eff.dsn).current_version("account_balances") is None:
+        replay(eff, "account_balances", timeout_s=120)
+    else:
+        from eventray.platform.projections.actor import start_runners
+
+        start_runners(eff, "account_balances", ProjectionStore(eff.dsn).current_version("account_balances"),
+                      eff.partitions)
+    sagas.start_coordinators(eff, SagaSettings(scorer="rule", coordinators=2),
+                             scorer=AmountRuleScorer(limit=10**6))
+    out: dict[str, Any] = {"settings": eff}
+    if graphql:
+        from eventray.serving import deployment
+        from eventray.serving.settings import ServingSettings
+
+        out["graphql"] = deployment.run(eff, ServingSettings(), wait_s=240)
+    return out
+
+
+def down(settings: Settings) -> None:
+    """Stop the whole separate stack and delete its data."""
+    from eventray.platform import devstack
+    from eventray.platform.devstack import netns
+
+    try:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+    finally:
+        devstack.down(settings, purge=True)
+        netns.remove(settings)
+
+
+def settings_from(env: dict[str, str]) -> Settings:
+    """Settings for ``env`` (also exported to this process, so every helper agrees)."""
+    os.environ.update(env)
+    return Settings()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m eventray.platform.chaos.stack up [--graphql] | down`` for the stack of the environment."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="eventray.platform.chaos.stack")
+    parser.add_argument("action", choices=("up", "down"))
+    parser.add_argument("--graphql", action="store_true")
+    args = parser.parse_args(argv)
+    settings = Settings()
+    if args.action == "down":
+        down(settings)
+        return 0
+    out = up(settings, graphql=args.graphql)
+    print(json.dumps({"graphql": out.get("graphql"), "kafka": out["settings"].kafka_address,
+                      "dsn": out["settings"].dsn, "ray": out["settings"].ray_address}))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Operations: metrics (Ray's metrics export), JSON-lines logs and their correlation."""

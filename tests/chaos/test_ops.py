@@ -1,0 +1,110 @@
+"""Operations on the separate stack: the dashboard's metrics exist, logs follow a request,
+each chaos command recovers, and refusals."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from eventray.serving.api.principal import mint_token
+from eventray.serving.settings import DEV_JWT_SECRET
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "ops" / "grafana" / "eventray.json"
+_METRIC = re.compile(r"\b(ray_[a-z0-9_]+)")
+
+
+def _mutation(url: str, name: str, input_type: str, payload: dict[str, Any], request_id: str) -> dict[str, Any]:
+    token = mint_token("ops-test", "teller", secret=DEV_JWT_SECRET)
+    q = f"mutation Ops{name.title()}($i: {input_type}!) {{ {name}(input: $i) {{ __typename }} }}"
+    r = httpx.post(url, json={"query": q, "variables": {"i": payload}, "operationName": f"Ops{name.title()}"},
+                   headers={"Authorization": f"Bearer {token}", "X-Request-ID": request_id}, timeout=60)
+    r.raise_for_status()
+    return r.json()
+
+
+def dashboard_metrics() -> dict[str, set[str]]:
+    """Panel title -> the metric names its queries name (histogram series by family name)."""
+    doc = json.loads(DASHBOARD.read_text())
+    return {p["title"]: {m for t in p["targets"] for m in _METRIC.findall(t["expr"])} for p in doc["panels"]}
+
+
+def test_every_panel_names_an_exported_metric(cli, chaos_stack) -> None:
+    url, rid = chaos_stack["graphql"], f"dash-{uuid.uuid4().hex[:8]}"
+    acct = f"dash-{uuid.uuid4().hex[:6]}"
+    _mutation(url, "openAccount", "OpenAccountInput", {"accountId": acct, "ownerId": "o", "currency": "EUR"}, rid)
+    refused = _mutation(url, "deposit", "DepositInput", {"accountId": f"missing-{acct}", "amount": 5}, rid)
+    assert "errors" in json.dumps(refused) or "Error" in json.dumps(refused)
+    panels = dashboard_metrics()
+    wanted = set().union(*panels.values())
+    deadline, text = time.monotonic() + 120, ""
+    while time.monotonic() < deadline:
+        text = httpx.get(chaos_stack["metrics"], timeout=10).text
+        exported = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if not line.startswith("#")}
+        if wanted <= exported:
+            break
+        time.sleep(3)
+    missing = {title: sorted(names - exported) for title, names in panels.items() if names - exported}
+    assert all(panels.values()), "a panel names no metric"
+    assert not missing, f"panels query metrics {chaos_stack['metrics']} does not export: {missing}"
+
+
+def test_a_mutation_is_followed_from_graphql_through_the_shard_to_the_projection(cli, chaos_stack) -> None:
+    rid = f"corr-{uuid.uuid4().hex[:10]}"
+    acct = f"corr-{uuid.uuid4().hex[:6]}"
+    body = _mutation(chaos_stack["graphql"], "openAccount", "OpenAccountInput",
+                     {"accountId": acct, "ownerId": "o", "currency": "EUR"}, rid)
+    assert body["data"]["openAccount"]["__typename"] == "CommandSuccess", body
+    components: set[str] = set()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        out = cli("logs", "--correlation", rid, "--json")
+        lines = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+        components = {d["component"] for d in lines}
+        if {"eventray.graphql", "eventray.shard", "eventray.projection"} <= components:
+            break
+        time.sleep(2)
+    assert {"eventray.graphql", "eventray.shard", "eventray.projection"} <= components, components
+    for d in lines:
+        assert {"ts", "level", "component", "actor", "msg"} <= set(d), d
+
+
+@pytest.mark.parametrize("args", [
+    ("kill-shard", "0"), ("kill-runner", "account_balances"), ("kill-coordinator",), ("pause-kafka", "2"),
+    ("restart-kafka",), ("restart-postgres",),
+])
+def test_each_chaos_command_recovers(cli, chaos_stack, args) -> None:
+    out = cli("chaos", *args)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "recovered after" in out.stdout
+    # the write path answers again through GraphQL
+    acct = f"rec-{uuid.uuid4().hex[:6]}"
+    body = _mutation(chaos_stack["graphql"], "openAccount", "OpenAccountInput",
+                     {"accountId": acct, "ownerId": "o", "currency": "EUR"}, f"rec-{uuid.uuid4().hex[:8]}")
+    assert body["data"]["openAccount"]["__typename"] == "CommandSuccess", body
+
+
+def test_delay_kafka_refuses_a_broker_outside_a_namespace_of_its_own(cli, chaos_stack) -> None:
+    out = cli("chaos", "delay-kafka", "100", "--for", "1")
+    assert out.returncode == 1
+    assert "network namespace" in out.stdout + out.stderr
+
+
+def test_chaos_refuses_a_stack_it_did_not_start(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTRAY_")}
+    env.update(EVENTRAY_HOME=str(tmp_path), EVENTRAY_KAFKA_PORT="19092", EVENTRAY_RAY_PORT="26379")
+    eventray = str(Path(sys.executable).parent / "eventray")
+    for args in (("pause-kafka", "1"), ("restart-kafka",), ("restart-postgres",), ("kill-shard", "0")):
+        out = subprocess.run([eventray, "chaos", *args], env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 1, (args, out.stdout, out.stderr)
+        assert "refusing" in out.stderr or "start it with" in out.stderr, (args, out.stderr)
