@@ -23,6 +23,8 @@ COMMANDS = (
     "eventray.platform.projections.cli",
     "eventray.serving.cli",
     "eventray.platform.ml.cli",
+    "eventray.platform.observability.cli",
+    "eventray.platform.chaos.cli",
     "eventray.platform.deploy.cli",
     "eventray.platform.sagas.cli",
 )
