@@ -14,6 +14,7 @@ from eventray.serving.api.commands import parse_money, serialize_money
 from eventray.serving.api.resolvers import (
     account_type, activity_type, command_error_type, command_result_type, mutation, query, user_type,
 )
+from eventray.serving.api.ml import ml_query
 from eventray.serving.api.subscriptions import subscription
 
 json_scalar = ScalarType("JSON")
@@ -47,7 +48,7 @@ def sdl_text() -> str:
 def executable_schema() -> GraphQLSchema:
     """The schema with every resolver bound (built once per process)."""
     return make_executable_schema(
-        sdl_text(), query, mutation, subscription, user_type, account_type, activity_type,
+        sdl_text(), query, ml_query, mutation, subscription, user_type, account_type, activity_type,
         command_result_type, command_error_type, json_scalar, money_scalar, timestamp_scalar,
     )
 

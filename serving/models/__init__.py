@@ -3,7 +3,7 @@
 * :func:`bind_models` / :func:`build_app` / :func:`deploy`: the deployments, configured from settings.
 * :class:`MLClient`: calls them with default-version routing and typed errors.
 * :mod:`eventray.serving.models.resolvers`: resolver-ready async functions for the GraphQL fields
-  in ``serving/graphql/ml.graphql``.
+  in ``serving/graphql/schema.graphql`` (bound in :mod:`eventray.serving.api.ml`).
 * :class:`AlertScorer`: scores money movements in batches for the alerts projection.
 """
 

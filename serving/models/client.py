@@ -41,6 +41,10 @@ class MLClient:
     def registry(self) -> Registry:
         return self._registry
 
+    def deployed(self) -> list[str]:
+        """The models this client has handles to."""
+        return sorted(self._handles)
+
     def _handle(self, model: str, version: str | None) -> tuple[Any, str]:
         record = self._registry.record(model, version)  # UnknownModel / UnknownModelVersion
         key = (model, record.version)

@@ -1,4 +1,4 @@
-"""Resolver-ready async functions for the ML GraphQL fields (SDL: ``serving/graphql/ml.graphql``).
+"""Resolver-ready async functions for the ML GraphQL fields (SDL: ``serving/graphql/schema.graphql``; bound in ``serving/api/ml.py``).
 
 Each takes the :class:`MLClient` (from the GraphQL context) and the field's arguments, and
 returns plain dicts shaped like the SDL types. Errors are the typed eventray errors

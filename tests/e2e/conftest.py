@@ -4,12 +4,14 @@ The app runs as its own Serve application (``eventray-e2e`` at ``/e2e``) beside 
 deployment, against the stack's default topic: the read models are per projection name, not
 per topic, so the tests use fresh aggregate ids instead of a fresh topic. Anonymous access is
 off, the rate limit is low enough to trip, and RS256 tokens are checked against a JWKS file
-written here.
+written here. The model deployments are bound into the same app (the ML fields and their
+``/metrics``); ``EVENTRAY_E2E_APP`` renames the app (and its route) to keep two sessions apart.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,15 +68,32 @@ def api(stack_settings: Settings, rsa_key: dict[str, Any]) -> Iterator[dict[str,
 
     composition.start_shards(stack_settings)
     ensure_projections(stack_settings)
+    app = os.environ.get("EVENTRAY_E2E_APP", "eventray-e2e")
     serving = ServingSettings(
         allow_anonymous=False, jwt_secret=DEV_JWT_SECRET, jwks_file=rsa_key["jwks"],
         rate_limit_per_s=20, rate_limit_burst=RATE_BURST, max_query_depth=8, max_query_cost=3000,
-        app_name="eventray-e2e", route_prefix="/e2e",
+        app_name=app, route_prefix=f"/{app.removeprefix('eventray-')}",
     )
-    url = deployment.run(stack_settings, serving)
+    # the model deployments join the app (one replica each), trained once into a cache of the e2e tests
+    settings = stack_settings.model_copy(update={"model_dir": _e2e_models(), "ml_app_name": app,
+                                                 "ml_min_replicas": 1, "ml_max_replicas": 1})
+    url = deployment.run(settings, serving, models=True)
     yield {"url": url, "ws": url.replace("http://", "ws://"), "base": url.rsplit("/", 1)[0],
-           "serving": serving, "settings": stack_settings}
+           "serving": serving, "settings": settings}
     deployment.shutdown(serving)
+
+
+def _e2e_models() -> Path:
+    """Trained models for the session (deterministic training, so a cache across sessions is exact)."""
+    import tempfile
+
+    from eventray.platform.ml.registry import Registry
+    from eventray.platform.ml.training import train_all
+
+    path = Path(tempfile.gettempdir()) / "eventray-e2e-models"
+    if not Registry(path).names():
+        train_all(path)
+    return path
 
 
 @pytest.fixture

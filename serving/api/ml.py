@@ -1,0 +1,70 @@
+"""Resolvers of the ML fields: short delegations to :mod:`eventray.serving.models.resolvers`.
+
+The :class:`~eventray.serving.models.MLClient` comes from the request context (``ml``), built
+per replica from the model handles bound into the ingress. Bad model input raises the typed
+``MODEL_INPUT_*`` / ``UNKNOWN_MODEL*`` errors, which the one error formatter turns into
+``VALIDATION`` / ``NOT_FOUND`` errors with the specific code in ``extensions.reason``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ariadne import QueryType
+from graphql import GraphQLResolveInfo
+
+from eventray.platform.errors import InvalidCommand, ServiceUnavailable
+from eventray.serving.api import policy
+from eventray.serving.models import resolvers
+
+ml_query = QueryType()
+
+#: most items ``recommend`` returns
+MAX_RECOMMENDATIONS = 100
+
+
+def _ml(info: GraphQLResolveInfo) -> Any:
+    ml = info.context.get("ml")
+    if ml is None:
+        raise ServiceUnavailable("no model deployments are bound to this app; deploy it with trained models "
+                                 "(`eventray models train`)")
+    return ml
+
+
+@ml_query.field("scoreMovement")
+async def resolve_score_movement(_: Any, info: GraphQLResolveInfo, **kw: Any) -> dict[str, Any]:
+    return await resolvers.score_movement(_ml(info), **kw)
+
+
+@ml_query.field("classifyText")
+async def resolve_classify_text(_: Any, info: GraphQLResolveInfo, **kw: Any) -> dict[str, Any]:
+    return await resolvers.classify_text(_ml(info), **kw)
+
+
+@ml_query.field("classifyDigit")
+async def resolve_classify_digit(_: Any, info: GraphQLResolveInfo, **kw: Any) -> dict[str, Any]:
+    return await resolvers.classify_digit(_ml(info), **kw)
+
+
+@ml_query.field("recommend")
+async def resolve_recommend(_: Any, info: GraphQLResolveInfo, userId: str, first: int = 10,
+                            version: str | None = None) -> list[dict[str, Any]]:
+    if not 1 <= first <= MAX_RECOMMENDATIONS:
+        raise InvalidCommand(f"first must be between 1 and {MAX_RECOMMENDATIONS}", field="first")
+    return await resolvers.recommend(_ml(info), userId=userId, first=first, version=version)
+
+
+@ml_query.field("models")
+async def resolve_models(_: Any, info: GraphQLResolveInfo) -> list[dict[str, Any]]:
+    return await resolvers.models(_ml(info))
+
+
+@ml_query.field("alerts")
+async def resolve_alerts(_: Any, info: GraphQLResolveInfo, accountId: str, first: int = 20) -> list[dict[str, Any]]:
+    services, principal = info.context["services"], info.context["principal"]
+    await policy.require_account(principal, accountId, services.owners)
+    if not 1 <= first <= services.serving.max_page_size:
+        raise InvalidCommand(f"first must be between 1 and {services.serving.max_page_size}", field="first")
+    rows = await services.queries.alerts(services.pool, accountId, first=first)
+    return [{"accountId": r.account_id, "at": r.at.isoformat(), "amount": r.amount, "score": r.score,
+             "zscore": r.zscore, "reason": r.reason, "modelVersion": r.model_version} for r in rows]
