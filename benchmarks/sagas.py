@@ -7,7 +7,7 @@ accounts out of 1,000, each funded well enough that no transfer overdraws. event
 real path: the coordinators (2 Ray actors, saga topic in Kafka, each transition and its consumed
 offsets in one transaction), the command bus and the shards (4 partitions, 2 shards). The fraud
 step uses the amount-rule scorer (the ML anomaly deployment is not part of this run). Clients
-are asyncio tasks using ``SagaClient.run_batched``; time to completion runs from the request to
+are asyncio tasks using ``SagaClient.run_streamed``; time to completion runs from the request to
 the client seeing the terminal state. The peer, in the same run on the same PostgreSQL server:
 the `eventsourcing` library's process-application system (``ProcessApplication`` x2,
 ``MultiThreadedRunner``) running the same debit / score / credit process (see
@@ -53,7 +53,7 @@ async def _eventray_run(client: Any, accounts: list[str], duration_s: float, war
             t0 = time.perf_counter()
             while True:
                 try:
-                    state = await client.run_batched(req, 60.0)
+                    state = await client.run_streamed(req, 60.0)
                     break
                 except Exception:  # noqa: BLE001 - a retryable hiccup: same transfer id again
                     await asyncio.sleep(0.05)
@@ -123,14 +123,14 @@ def main() -> None:
     from eventray.platform import devstack
     from eventray.platform.settings import Settings
 
-    duration, warmup = (8.0, 2.0) if args.quick else (20.0, 3.0)
+    duration, warmup = (10.0, 3.0) if args.quick else (20.0, 4.0)
     repeats = args.repeats or (1 if args.quick else 3)
     settings = devstack.up(Settings(), console=Console(stderr=True, quiet=True)).settings
     ev_runs, describes = _eventray(settings, duration, warmup, repeats)
     ev = _summary("eventray", ev_runs)
     from benchmarks._peer_sagas import run_peer
 
-    peer_runs = [run_peer(settings.dsn, accounts=ACCOUNTS, concurrency=CONCURRENCY, duration_s=duration / 2,
+    peer_runs = [run_peer(settings.dsn, accounts=ACCOUNTS, concurrency=CONCURRENCY, duration_s=duration,
                           warmup_s=warmup, seed=r) for r in range(repeats)]
     peer = _summary("eventsourcing ProcessApplication", peer_runs)
     ratio = ev["completed_per_s"] / peer["completed_per_s"] if peer["completed_per_s"] else float("inf")

@@ -86,6 +86,27 @@ class SagaCoordinator:
 
         return list(await asyncio.gather(*(one(r) for r in requests)))
 
+    async def request_many(self, requests: list[bytes]) -> list[str | None]:
+        """Start a batch of sagas; the saga id of each started one, ``None`` for a failure."""
+        svc = await self._svc()
+        decode = msgspec.msgpack.Decoder(svc.definition.request_type).decode
+
+        async def one(raw: bytes) -> str | None:
+            try:
+                req = decode(raw)
+                await svc.request(req)
+                return svc.definition.saga_id(req)
+            except Exception as e:  # noqa: BLE001 - reported per item
+                log.info("request_many item failed: %s: %s", type(e).__name__, e)
+                return None
+
+        return list(await asyncio.gather(*(one(r) for r in requests)))
+
+    async def wait_any(self, saga_ids: list[str], timeout_s: float) -> list[tuple[str, bytes]]:
+        """Terminal states among ``saga_ids``, as soon as one of them is terminal."""
+        done = await (await self._svc()).wait_any(saga_ids, timeout_s)
+        return [(sid, msgspec.msgpack.encode(state)) for sid, state in done]
+
     async def get(self, saga_id: str) -> bytes | None:
         state = (await self._svc()).get(saga_id)
         return None if state is None else msgspec.msgpack.encode(state)
@@ -134,6 +155,9 @@ class SagaClient:
         self._handles: dict[int, Any] = {}
         self._lanes: dict[int, list[tuple[bytes, asyncio.Future[Any]]]] = {}
         self._in_flight: dict[int, int] = {}
+        self._starting: dict[int, list[tuple[bytes, str, asyncio.Future[Any]]]] = {}
+        self._waiting: dict[int, dict[str, asyncio.Future[Any]]] = {}
+        self._polling: dict[int, bool] = {}
 
     def _handle(self, index: int) -> Any:
         h = self._handles.get(index)
@@ -209,6 +233,65 @@ class SagaClient:
             self._in_flight[index] -= 1
             if self._lanes.get(index):
                 self._flush(index, timeout_s)
+
+    async def run_streamed(self, request: Any, timeout_s: float = 120.0) -> Any:
+        """:meth:`run`, with starts batched per coordinator and completions streamed back: one
+        long-poll per coordinator returns every saga that ended, so no transfer waits for a
+        slower one (unlike :meth:`run_batched`)."""
+        sid = self._definition().saga_id(request)
+        index = self.owner(sid)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        starts = self._starting.setdefault(index, [])
+        starts.append((msgspec.msgpack.encode(request), sid, fut))
+        if len(starts) == 1:
+            loop.call_soon(lambda: asyncio.ensure_future(self._start_batch(index)))
+        return await asyncio.wait_for(fut, timeout_s)
+
+    async def _start_batch(self, index: int) -> None:
+        batch, self._starting[index] = self._starting.get(index, []), []
+        if not batch:
+            return
+        try:
+            ids = await self._call(index, "request_many", [r for r, _, _ in batch])
+        except Exception as e:  # noqa: BLE001 - every item fails alike
+            ids = [None] * len(batch)
+            err: Exception = e
+        else:
+            err = ServiceUnavailable("the saga could not be started; send it again")
+        waiting = self._waiting.setdefault(index, {})
+        for (_, sid, fut), got in zip(batch, ids):
+            if got is None:
+                if not fut.done():
+                    fut.set_exception(err)
+            else:
+                waiting[sid] = fut
+        if waiting and not self._polling.get(index):
+            self._polling[index] = True
+            asyncio.ensure_future(self._poll(index))
+
+    async def _poll(self, index: int) -> None:
+        waiting = self._waiting[index]
+        try:
+            while waiting:
+                for sid in [s for s, f in waiting.items() if f.done()]:
+                    del waiting[sid]
+                if not waiting:
+                    break
+                try:
+                    done = await self._call(index, "wait_any", list(waiting), 0.5)
+                except Exception as e:  # noqa: BLE001 - the coordinator restarts: callers resend
+                    for f in waiting.values():
+                        if not f.done():
+                            f.set_exception(e)
+                    waiting.clear()
+                    break
+                for sid, raw in done:
+                    f = waiting.pop(sid, None)
+                    if f is not None and not f.done():
+                        f.set_result(self._state_dec.decode(raw))
+        finally:
+            self._polling[index] = False
 
     async def get(self, saga_id: str) -> Any | None:
         raw = await self._call(self.owner(saga_id), "get", saga_id)

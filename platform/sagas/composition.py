@@ -93,7 +93,7 @@ def build_coordinator(settings: Settings, saga_settings: SagaSettings, saga: str
         make_writer=lambda: TransactionalWriter(
             bootstrap=settings.kafka_address, topic=topic, partition=index,
             transactional_id=transactional_id(settings, saga_settings, index),
-            transaction_timeout_ms=settings.transaction_timeout_ms, commit_timeout_s=15.0, linger_ms=5,
+            transaction_timeout_ms=settings.transaction_timeout_ms, commit_timeout_s=15.0,
             client_id=f"eventray-saga-{index}"),
         make_consumer=lambda: EventConsumer(bootstrap=settings.kafka_address, topic=settings.topic,
                                             partitions=settings.partitions,

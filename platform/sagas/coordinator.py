@@ -327,6 +327,33 @@ class SagaCoordinatorService:
         self._waiters[saga_id].append(fut)
         return await asyncio.wait_for(fut, timeout_s)
 
+    async def wait_any(self, saga_ids: list[str], timeout_s: float) -> list[tuple[str, Any]]:
+        """The terminal states among ``saga_ids``, once at least one is terminal (or the timeout
+        passes); unknown ids are left out."""
+        await self.start()
+        futures = []
+        for sid in saga_ids:
+            inst = self.instances.get(sid)
+            if inst is None:
+                continue
+            if inst.terminal:
+                return [(s, self.instances[s].state) for s in saga_ids
+                        if s in self.instances and self.instances[s].terminal]
+            fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._waiters[sid].append(fut)
+            futures.append(fut)
+        if futures:
+            await asyncio.wait(futures, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+            for fut in futures:
+                fut.cancel()
+            for sid in saga_ids:  # drop this call's waiters
+                left = [f for f in self._waiters.get(sid, ()) if not f.done()]
+                if left:
+                    self._waiters[sid] = left
+                else:
+                    self._waiters.pop(sid, None)
+        return [(s, self.instances[s].state) for s in saga_ids if s in self.instances and self.instances[s].terminal]
+
     def get(self, saga_id: str) -> Any | None:
         inst = self.instances.get(saga_id)
         return None if inst is None else inst.state
