@@ -73,6 +73,7 @@ def check_queue(history: Iterable[Op]) -> HistoryReport:
     """Jepsen's lost / duplicated / aborted-read checks over ``history``."""
     sends_ok: dict[Any, Op] = {}
     sends_failed: set[Any] = set()
+    failed_at: set[tuple[Any, int]] = set()
     sends_any_ok: set[Any] = set()
     seen_at: dict[Any, set[tuple[Any, int]]] = defaultdict(set)
     max_read: dict[Any, int] = defaultdict(lambda: -1)
@@ -84,7 +85,10 @@ def check_queue(history: Iterable[Op]) -> HistoryReport:
                 sends_ok[op.value] = op
                 sends_any_ok.add(op.value)
             elif op.type == "fail":
-                sends_failed.add(op.value)
+                if op.offset is not None:
+                    failed_at.add((op.partition, op.offset))
+                else:
+                    sends_failed.add(op.value)
         elif op.f == "poll" and op.type == "ok":
             n_polls += 1
             for partition, offset, value in op.reads:
@@ -99,8 +103,11 @@ def check_queue(history: Iterable[Op]) -> HistoryReport:
         if op.offset is None or max_read.get(op.partition, -1) > op.offset:
             report.lost.append(value)
     report.duplicated = {v: sorted(at, key=repr) for v, at in seen_at.items() if len(at) > 1}
-    # a failed send retried successfully later (same value id) is no aborted read
-    report.aborted_read = [v for v in sends_failed - sends_any_ok if v in seen_at]
+    # A failed write with a known position is read only if a poll saw that very position (a
+    # retry may write the same value id again, elsewhere, and commit it). Without a position,
+    # by value: a failed send retried successfully later (same value id) is no aborted read.
+    report.aborted_read = sorted({v for v, at in seen_at.items() if at & failed_at}, key=repr)
+    report.aborted_read += [v for v in sends_failed - sends_any_ok if v in seen_at]
     return report
 
 

@@ -35,3 +35,9 @@ def test_aborted_read_is_reading_a_failed_write() -> None:
     assert r.aborted_read == ["x"]
     # a failed send that a retry wrote again is fine
     assert check_queue([Op("fail", "send", "x"), Op("ok", "send", "x"), poll((0, 4, "x"))]).valid
+
+
+def test_an_aborted_record_redone_elsewhere_is_no_aborted_read() -> None:
+    """A transaction aborted at offset 3 and its retry committed at offset 7, same value id."""
+    assert check_queue([Op("fail", "send", "t", 0, 3), poll((0, 7, "t"))]).valid
+    assert check_queue([Op("fail", "send", "t", 0, 3), poll((0, 3, "t"))]).aborted_read == ["t"]
