@@ -27,7 +27,7 @@ from eventray.platform.projections import BatchWrites, Projection, Record, Table
 __all__ = ["Alerts", "Scored"]
 
 _UTC = dt.timezone.utc
-_KIND = {MoneyDeposited: "deposit", MoneyWithdrawn: "withdrawal", TransferCredited: "transfer_in",
+_KIND: dict[type, str] = {MoneyDeposited: "deposit", MoneyWithdrawn: "withdrawal", TransferCredited: "transfer_in",
          TransferDebited: "transfer_out"}
 _STATE_COLUMNS = ("last_at", "recent", "n", "mean", "m2")
 

@@ -271,10 +271,13 @@ class ProjectionStore:
         conn = self.conn
         with translated(f"applying a batch of {name!r} v{version} partition {partition}"), conn.transaction():
             cur = conn.cursor()
-            row = cur.execute(
-                "SELECT next_offset FROM eventray_projection_offsets WHERE name = %s AND version = %s "
-                "AND partition = %s FOR UPDATE", (name, version, partition),
-            ).fetchone()
+            lock = ("SELECT next_offset FROM eventray_projection_offsets WHERE name = %s AND version = %s "
+                    "AND partition = %s FOR UPDATE")
+            row = cur.execute(lock, (name, version, partition)).fetchone()
+            if row is None:  # the first batch: make the row, so that there is something to lock
+                cur.execute("INSERT INTO eventray_projection_offsets (name, version, partition, next_offset) "
+                            "VALUES (%s, %s, %s, 0) ON CONFLICT DO NOTHING", (name, version, partition))
+                row = cur.execute(lock, (name, version, partition)).fetchone()
             yield cur, 0 if row is None else int(row[0])
 
     def dead_letters(self, name: str, version: int) -> list[DeadLetter]:

@@ -99,8 +99,8 @@ class BatchWrites:
                         write_row(row)
                     if buf.created:
                         names = spec.columns
-                        for row in buf.created.values():
-                            write_row([row[c] for c in names])
+                        for fields in buf.created.values():
+                            write_row([fields[c] for c in names])
             if buf.updated:
                 by_shape: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
                 for key, changes in buf.updated.items():
