@@ -5,16 +5,23 @@ Per model, in one run:
     in-process onnxruntime on the same batches (one thread, as a 0.25-CPU replica gets);
   * interactive: 1 row per request at c=1 and c=64 through the handle, vs a no-op deployment
     with the same options, and vs sklearn's row-at-a-time ``predict`` (the peer);
+  * interactive through GraphQL over HTTP: the same 1-row requests as GraphQL queries
+    (``scoreMovement``, ``classifyText``, ``classifyDigit``, ``recommend``) to the GraphQL app
+    with the models bound into it, through Serve's HTTP proxy, driven by wrk at c=1 and c=64;
+    vs ``{ __typename }`` on the same app (the GraphQL path with no model call);
   * autoscaling: seconds to go 1 -> 3 replicas under load and back, with the CI settings.
 
 Run: ``python -m benchmarks.ml_serving [--quick]``; writes benchmarks/results/ml_serving.json.
-GraphQL-over-HTTP interactive figures are not measured here yet.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
+import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -98,6 +105,110 @@ def _sk_rate(fn, seconds: float) -> float:
     return n / (time.perf_counter() - start)
 
 
+_GQL = {
+    "anomaly": "query($a: Float!, $h: Float!, $s: Float!, $v: Float!) "
+               "{ scoreMovement(amount: $a, hour: $h, secondsSinceLast: $s, velocity24h: $v) { score anomaly } }",
+    "sentiment": "query($t: String!) { classifyText(text: $t) { label keywords { term } } }",
+    "digits": "query($p: [Float!]!) { classifyDigit(pixels: $p) { digit confidence } }",
+    "recommend": "query($u: ID!) { recommend(userId: $u, first: 10) { itemId score } }",
+}
+
+_LUA = """
+local bodies = {%s}
+local i = 0
+wrk.method = "POST"
+wrk.headers["content-type"] = "application/json"
+request = function()
+  i = i + 1
+  return wrk.format(nil, nil, nil, bodies[(i %% #bodies) + 1])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('JSON{"answered":%%d,"non2xx":%%d,"socket":%%d,"timeouts":%%d,"p50":%%f,"p99":%%f}\\n',
+    summary.requests, e.status, e.connect + e.read + e.write, e.timeout,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+"""
+
+
+def _gql_bodies(name: str, p: dict[str, Any]) -> list[str]:
+    """JSON bodies of the GraphQL form of ``p["single"]`` (the handle path's 1-row requests)."""
+    out = []
+    for x in p["single"][:64]:
+        if name == "anomaly":
+            la, h, lg, v = (float(f) for f in x[0])
+            variables: dict[str, Any] = {"a": float(np.expm1(la)), "h": h, "s": float(np.expm1(lg)), "v": v}
+        elif name == "sentiment":
+            variables = {"t": x}
+        elif name == "digits":
+            variables = {"p": [float(f) for f in x[0]]}
+        else:
+            variables = {"u": x[0]}
+        out.append(json.dumps({"query": _GQL[name], "variables": variables}))
+    return out
+
+
+def _wrk(url: str, bodies: list[str], connections: int, seconds: float, tmp: Path) -> dict[str, Any]:
+    """Requests per second of wrk POSTing ``bodies`` in turn; errors counted (non-2xx, socket, timeouts)."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise SystemExit("wrk is missing: sudo apt-get install -y wrk")
+    script = tmp / f"gql-{abs(hash(tuple(bodies))) % 10**8}.lua"
+    script.write_text(_LUA % ", ".join(f"[==[{b}]==]" for b in bodies))
+    secs = max(3, round(seconds))  # wrk checks timeouts every 2 s
+    proc = subprocess.run([wrk, f"-t{1 if connections == 1 else 2}", f"-c{connections}", f"-d{secs}s",
+                           "--timeout", f"{secs - 1}s", "-s", str(script), url],
+                          capture_output=True, text=True, check=False)
+    found = re.search(r"JSON(\{.*\})", proc.stdout)
+    if proc.returncode != 0 or not found:
+        return {"rps": 0.0, "errors": None, "failed": (proc.stderr or proc.stdout)[-300:]}
+    st = json.loads(found.group(1))
+    errors = st["non2xx"] + st["socket"] + st["timeouts"]
+    return {"rps": (st["answered"] - st["non2xx"]) / secs, "errors": errors, "p50_ms": st["p50"], "p99_ms": st["p99"]}
+
+
+def _graphql_app(settings: Any) -> tuple[str, Any]:
+    """The GraphQL app with the models bound into it, on its own name and route; returns its URL."""
+    from eventray.serving import deployment
+    from eventray.serving.settings import ServingSettings
+
+    serving = ServingSettings(app_name=f"{APP}-graphql", route_prefix=f"/{APP}-graphql", allow_anonymous=True,
+                              rate_limit_per_s=1e6, rate_limit_burst=1_000_000)
+    return deployment.run(settings, serving, models=True), serving
+
+
+async def _graphql_points(settings: Any, payloads: dict[str, Any], names: tuple[str, ...], seconds: float,
+                          repeats: int) -> dict[str, dict[str, Any]]:
+    """Per model: GraphQL-over-HTTP req/s at c=1 and c=64 (medians), and the no-model baseline."""
+    import httpx
+    from ray import serve
+
+    url, serving = await asyncio.to_thread(_graphql_app, settings)
+    tmp = Path(tempfile.mkdtemp(prefix="eventray-bench-wrk-"))
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        noop = [json.dumps({"query": "{ __typename }"})]
+        await asyncio.to_thread(_wrk, url, noop, 16, 3, tmp)  # warm
+        base = [await asyncio.to_thread(_wrk, url, noop, 64, seconds, tmp) for _ in range(repeats)]
+        out["__typename"] = {"c64": median([r["rps"] for r in base]), "errors": sum(r["errors"] or 0 for r in base)}
+        async with httpx.AsyncClient(timeout=30) as http:
+            for name in names:
+                bodies = _gql_bodies(name, payloads[name])
+                for body in bodies[:4]:  # each body answers data, not errors: the rates count real answers
+                    got = (await http.post(url, content=body, headers={"content-type": "application/json"})).json()
+                    assert "errors" not in got and got.get("data"), got
+                await asyncio.to_thread(_wrk, url, bodies, 16, 3, tmp)  # warm
+                c1 = [await asyncio.to_thread(_wrk, url, bodies, 1, seconds, tmp) for _ in range(repeats)]
+                c64 = [await asyncio.to_thread(_wrk, url, bodies, 64, seconds, tmp) for _ in range(repeats)]
+                out[name] = {"c1": median([r["rps"] for r in c1]), "c64": median([r["rps"] for r in c64]),
+                             "p50_ms_c64": median([r.get("p50_ms") or 0.0 for r in c64]),
+                             "errors": sum(r["errors"] or 0 for r in c1 + c64)}
+    finally:
+        serve.delete(serving.app_name)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 async def _autoscale(settings: Any) -> tuple[float, float]:
     from ray import serve
 
@@ -151,6 +262,7 @@ async def main_async(quick: bool, repeats: int) -> dict[str, Any]:
     from eventray.serving.models import MLClient, deploy
 
     seconds = 2.0 if quick else 6.0
+    load_before = list(os.getloadavg())
     base = devstack.effective_settings()
     model_dir = Path(tempfile.mkdtemp(prefix="eventray-bench-models-"))
     trained = {n: train(n) for n in MODEL_NAMES}
@@ -203,6 +315,15 @@ async def main_async(quick: bool, repeats: int) -> dict[str, Any]:
     finally:
         serve.delete(APP)
         serve.delete(f"{APP}-noop")
+    gql = await _graphql_points(settings, payloads, MODEL_NAMES, seconds, repeats)
+    for row in rows:
+        g = gql[row["name"]]
+        row["graphql_req_per_s_c1"] = g["c1"]
+        row["graphql_req_per_s_c64"] = g["c64"]
+        row["graphql_p50_ms_c64"] = g["p50_ms_c64"]
+        row["graphql_noop_req_per_s_c64"] = gql["__typename"]["c64"]
+        row["ratio_graphql_to_graphql_noop"] = g["c64"] / gql["__typename"]["c64"]
+        row["graphql_errors"] = g["errors"]
     ups, downs = [], []
     for _ in range(1 if quick else repeats):
         up, down = await _autoscale(settings)
@@ -213,8 +334,11 @@ async def main_async(quick: bool, repeats: int) -> dict[str, Any]:
             "settings": {"bulk_rows": BULK_ROWS, "seconds_per_point": seconds, "repeats": repeats,
                          "replica_num_cpus": settings.ml_replica_num_cpus,
                          "max_batch_size": settings.ml_max_batch_size,
-                         "batch_wait_timeout_s": settings.ml_batch_wait_timeout_s},
-            "not_measured": ["interactive through GraphQL over HTTP (GraphQL app wiring of the ML fields pending)"]}
+                         "batch_wait_timeout_s": settings.ml_batch_wait_timeout_s,
+                         "graphql": "wrk -t2 (-t1 at c=1), anonymous dev profile, rate limit off, one ingress replica, "
+                                    "models bound into the GraphQL app (one replica each)"},
+            "load_average_1_5_15": {"before": load_before, "after": list(os.getloadavg()), "cpus": os.cpu_count()},
+            "not_measured": []}
 
 
 def main() -> None:
@@ -226,6 +350,9 @@ def main() -> None:
                 ["name", "bulk_rows_per_s", "raw_rows_per_s", "ratio_bulk_to_raw", "single_req_per_s_c1",
                  "single_req_per_s_c64", "noop_req_per_s_c64", "ratio_single_to_noop", "sklearn_rows_per_s",
                  "ratio_single_to_sklearn", "median_batch_requests"])
+    print_table("ML over GraphQL/HTTP (median req/s)", data["models"],
+                ["name", "graphql_req_per_s_c1", "graphql_req_per_s_c64", "graphql_noop_req_per_s_c64",
+                 "ratio_graphql_to_graphql_noop", "graphql_p50_ms_c64", "graphql_errors"])
     print(f"autoscale up {data['autoscale_up_s']:.1f}s, down {data['autoscale_down_s']:.1f}s; wrote {path}")
 
 
