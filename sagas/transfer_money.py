@@ -27,7 +27,7 @@ No lock is held across accounts, so opposite transfers between two accounts cann
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -149,7 +149,7 @@ class TransferMoney(SagaDefinition[TransferState]):
     name = "TransferMoney"
     state_type = TransferState
     request_type = TransferRequest
-    event_types: tuple[type[Event], ...] = (
+    event_types: ClassVar[tuple[type[Event], ...]] = (
         TransferDebited, TransferCredited, TransferRefunded, TransferDebitVoided, TransferCreditVoided,
     )
 

@@ -27,7 +27,7 @@ def coordinator_name(topic: str, saga: str, index: int) -> str:
     return f"saga:{topic}:{saga}:{index}"
 
 
-@ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0, max_concurrency=10_000)
+@ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0, max_concurrency=10_000)  # type: ignore[call-overload]
 class SagaCoordinator:
     """Coordinator of one saga-topic partition. Call ``ready`` to wait for recovery."""
 
@@ -287,9 +287,9 @@ class SagaClient:
                     waiting.clear()
                     break
                 for sid, raw in done:
-                    f = waiting.pop(sid, None)
-                    if f is not None and not f.done():
-                        f.set_result(self._state_dec.decode(raw))
+                    waiter = waiting.pop(sid) if sid in waiting else None
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(self._state_dec.decode(raw))
         finally:
             self._polling[index] = False
 

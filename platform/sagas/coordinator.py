@@ -175,7 +175,7 @@ class SagaCoordinatorService:
         self.config = config or CoordinatorConfig()
         self._clock = clock
         self._event_types = frozenset(t.__name__ for t in definition.event_types)
-        self._state_decoder = msgspec.msgpack.Decoder(definition.state_type)
+        self._state_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(definition.state_type)
         self.instances: dict[str, _Instance] = {}
         self._by_account: dict[str, list[str]] = defaultdict(list)
         self._writer: Any = None

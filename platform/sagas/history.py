@@ -149,18 +149,18 @@ def saga_run_history(*, bootstrap: str, event_topic: str, partitions: int, saga_
         committed = _read_partition(bootstrap, event_topic, p, "read_committed")
         committed_offsets = {o for o, _, _ in committed}
         for rec in codec.decode_many(committed, partition=p):
-            if not isinstance(rec, DecodedRecord):
+            if not isinstance(rec, DecodedRecord) or rec.offset is None:
                 continue
             kind = _MOVES.get(type(rec.event).__name__)
-            value = (kind, rec.event.transfer_id) if kind else ("event", rec.envelope.event_id)
-            committed_event[(p, rec.offset)] = value
-            final_reads.append((("events", p), rec.offset, value))
+            vid: Any = (kind, rec.event.transfer_id) if kind else ("event", rec.envelope.event_id)
+            committed_event[(p, rec.offset)] = vid
+            final_reads.append((("events", p), rec.offset, vid))
         # aborted records: in the log (read_uncommitted) but never committed
         for rec in codec.decode_many(_read_partition(bootstrap, event_topic, p, "read_uncommitted"), partition=p):
             if isinstance(rec, DecodedRecord) and rec.offset not in committed_offsets:
                 kind = _MOVES.get(type(rec.event).__name__)
-                value = (kind, rec.event.transfer_id) if kind else ("event", rec.envelope.event_id)
-                ops.append(Op("fail", "send", value, ("events", p), rec.offset))
+                vid = (kind, rec.event.transfer_id) if kind else ("event", rec.envelope.event_id)
+                ops.append(Op("fail", "send", vid, ("events", p), rec.offset))
     seqs: dict[str, list[int]] = defaultdict(list)
     coordinator_reads: list[tuple[Any, int, Any]] = []
     for sp in range(saga_partitions):
