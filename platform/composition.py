@@ -390,6 +390,7 @@ def command_bus(settings: Settings, *, transport: ShardTransport | None = None) 
         batch_max=settings.shard_batch_max,
         waiting_max=settings.bus_waiting_max,
         max_in_flight=settings.bus_max_in_flight,
+        call_timeout_s=settings.bus_call_timeout_s,
     )
 
 

@@ -53,6 +53,8 @@ class CommandBus:
         max_in_flight: concurrent calls per partition; more commands wait and batch up.
         batch_max: the most commands in one call.
         waiting_max: the most commands waiting per partition before ``Overloaded``.
+        call_timeout_s: how long one call to a shard may take before its commands get a
+            retryable error.
     """
 
     def __init__(
@@ -67,6 +69,7 @@ class CommandBus:
         max_in_flight: int = 2,
         batch_max: int = 1024,
         waiting_max: int = 50_000,
+        call_timeout_s: float = 30.0,
     ) -> None:
         self.partitions = partitions
         self._partition_for = partition_for
@@ -77,6 +80,7 @@ class CommandBus:
         self._max_in_flight = max_in_flight
         self._batch_max = batch_max
         self._waiting_max = waiting_max
+        self._call_timeout_s = call_timeout_s
         self._lanes = [_Lane() for _ in range(partitions)]
 
     def partition_of(self, aggregate_id: str) -> int:
@@ -136,7 +140,11 @@ class CommandBus:
         lane = self._lanes[partition]
         commands = [c for c, _ in batch]
         try:
-            outcomes = self._decode(await self._transport.submit(partition, self._encode(commands)))
+            # A deadline, so that one stuck call cannot hold its partition's lane forever. The
+            # commands may still commit after it; a retry with the same command_id is deduped.
+            reply = await asyncio.wait_for(self._transport.submit(partition, self._encode(commands)),
+                                           self._call_timeout_s)
+            outcomes = self._decode(reply)
         except Exception as exc:  # noqa: BLE001 - a dead shard becomes a retryable outcome
             log.warning("partition %d: shard call failed: %s", partition, exc)
             err = ServiceUnavailable(f"the shard for partition {partition} is unavailable "

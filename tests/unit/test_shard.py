@@ -201,3 +201,20 @@ def test_outcome_error_is_typed() -> None:
     out = Outcome.failure("c", "a", ConcurrencyConflict("stale"))
     with pytest.raises(ConcurrencyConflict):
         out.raise_for_error()
+
+
+class StuckTransport(ShardTransport):
+    async def submit(self, partition, payload):
+        await asyncio.sleep(3600)
+
+
+async def test_a_stuck_shard_call_times_out_retryably() -> None:
+    wire = wire_codec()
+    bus = CommandBus(partitions=1, partition_for=partition_for, transport=StuckTransport(),
+                     encode_commands=wire.encode_commands, decode_outcomes=wire.decode_outcomes,
+                     call_timeout_s=0.05)
+    out = await asyncio.wait_for(bus.send(Deposit(aggregate_id="a", amount=1)), 5)
+    assert out.error_code == "UNAVAILABLE" and out.retryable
+    # the lane is free again: the next call is attempted (and times out) rather than queued forever
+    again = await asyncio.wait_for(bus.send(Deposit(aggregate_id="a", amount=1)), 5)
+    assert again.retryable
