@@ -106,6 +106,8 @@ class ActivityRow(msgspec.Struct, frozen=True, kw_only=True):
     balance_after: int
     at: dt.datetime
     correlation_id: str | None
+    transfer_id: str | None = None  # set on transfer_out / transfer_in / transfer_refund
+    counterparty: str | None = None  # the other account of that transfer
 
 
 class AlertRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -339,7 +341,8 @@ async def owner_totals(pool: Any, owner_id: str) -> list[OwnerTotal]:
 
 def _activity(row: Sequence[Any]) -> ActivityRow:
     return ActivityRow(account_id=row[0], id=f"{row[1]}:{row[2]}", seq=row[3], kind=row[4], amount=row[5],
-                       balance_after=row[6], at=row[7], correlation_id=row[8])
+                       balance_after=row[6], at=row[7], correlation_id=row[8], transfer_id=row[9],
+                       counterparty=row[10])
 
 
 async def account_activity(pool: Any, account_id: str, *, first: int = 20, after: str | None = None
@@ -355,7 +358,7 @@ async def account_activity(pool: Any, account_id: str, *, first: int = 20, after
     async def q(conn: Any, schema: str) -> Page[ActivityRow]:
         cur = await conn.execute(
             sql.SQL("SELECT account_id, log_partition, log_offset, seq, kind, amount, balance_after, at, "
-                    "correlation_id FROM {}.activity WHERE account_id = %s AND seq < %s "
+                    "correlation_id, transfer_id, counterparty FROM {}.activity WHERE account_id = %s AND seq < %s "
                     "ORDER BY seq DESC LIMIT %s").format(sql.Identifier(schema)),
             (account_id, before if before is not None else 2**62, limit + 1),
         )

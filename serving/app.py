@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 
+from eventray.platform.sagas.settings import SagaSettings
 from eventray.platform.settings import Settings
 from eventray.serving.api.document_cache import DocumentCache
 from eventray.serving.api.errors import format_error
@@ -46,12 +47,14 @@ log = logging.getLogger("eventray.serving")
 
 
 def build_app(settings: Settings, serving: ServingSettings, *, behind_serve_proxy: bool = False,
-              models: Mapping[str, Any] | None = None, app_name: str | None = None) -> Any:
+              models: Mapping[str, Any] | None = None, app_name: str | None = None,
+              saga_settings: SagaSettings | None = None) -> Any:
     """The ingress ASGI app for ``settings`` (addresses, topic) and ``serving`` (API options).
 
     ``behind_serve_proxy``: Serve's proxy echoes the request id itself. ``models``: handles
     to the model deployments bound into the ingress (``bind_models``), for the ML fields and
-    ``/metrics``; ``app_name``: the Serve application whose replica counts ``/metrics`` shows.
+    ``/metrics``; ``app_name``: the Serve application whose replica counts ``/metrics`` shows;
+    ``saga_settings``: the saga coordinators the transfer fields reach (default: ``EVENTRAY_SAGA_*``).
     """
     verifier = TokenVerifier(serving)
     metrics = Metrics()
@@ -101,7 +104,7 @@ def build_app(settings: Settings, serving: ServingSettings, *, behind_serve_prox
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        state["services"] = await ApiServices.start(settings, serving, metrics=metrics)
+        state["services"] = await ApiServices.start(settings, serving, metrics=metrics, sagas=saga_settings)
         try:
             yield
         finally:

@@ -28,6 +28,7 @@ from typing import Any
 from ray import serve
 
 from eventray.platform.errors import ServiceUnavailable
+from eventray.platform.sagas.settings import SagaSettings
 from eventray.platform.settings import Settings
 from eventray.serving.settings import ServingSettings
 
@@ -39,27 +40,32 @@ log = logging.getLogger("eventray.serving")
 class GraphQLIngress:
     """Thin shell: holds the settings and the model handles, builds the app."""
 
-    def __init__(self, settings: Settings, serving: ServingSettings, **models: Any) -> None:
+    def __init__(self, settings: Settings, serving: ServingSettings, *, saga_settings: SagaSettings | None = None,
+                 **models: Any) -> None:
         from eventray.platform.observability import logs
 
         logs.configure(json_lines=settings.log_json)
         self._settings = settings
         self._serving = serving
         self._models = models
+        self._saga_settings = saga_settings
 
     def __serve_build_asgi_app__(self):  # noqa: ANN204 - Serve's hook
         from eventray.serving.app import build_app
 
         return build_app(self._settings, self._serving, behind_serve_proxy=True, models=self._models,
-                         app_name=self._serving.app_name)
+                         app_name=self._serving.app_name, saga_settings=self._saga_settings)
 
 
-def run(settings: Settings, serving: ServingSettings, *, wait_s: float = 120.0, models: bool | None = None) -> str:
+def run(settings: Settings, serving: ServingSettings, *, wait_s: float = 120.0, models: bool | None = None,
+        saga_settings: SagaSettings | None = None) -> str:
     """Deploy (or update) the app on the Ray cluster of ``settings``; returns the GraphQL URL.
 
     Serve's HTTP proxy listens on ``serving.http_host:http_port``. Waits until ``/healthz``
     answers through the proxy. ``models``: compose the model deployments into the app
     (``bind_models``) for the ML fields; default: when ``settings.models_dir`` has trained models.
+    ``saga_settings``: the saga coordinators the transfer fields reach (default: the
+    ``EVENTRAY_SAGA_*`` of this process).
     """
     import httpx
 
@@ -72,7 +78,7 @@ def run(settings: Settings, serving: ServingSettings, *, wait_s: float = 120.0, 
         **({"autoscaling_config": scaling} if scaling else {"num_replicas": serving.replicas}),
         max_ongoing_requests=serving.max_ongoing_requests,
         ray_actor_options={"num_cpus": 0},
-    ).bind(settings, serving, **_model_apps(settings, models))
+    ).bind(settings, serving, saga_settings=saga_settings or SagaSettings(), **_model_apps(settings, models))
     serve.run(app, name=serving.app_name, route_prefix=serving.route_prefix, blocking=False)
     base = f"http://{serving.http_host}:{serving.http_port}{serving.route_prefix.rstrip('/')}"
     deadline = time.monotonic() + wait_s

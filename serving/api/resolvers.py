@@ -208,6 +208,7 @@ async def resolve_account_activity_field(account: Any, info: GraphQLResolveInfo,
 
 activity_type.set_field("accountId", lambda a, *_: a.account_id)
 activity_type.set_field("balanceAfter", lambda a, *_: a.balance_after)
+activity_type.set_field("transferId", lambda a, *_: a.transfer_id)
 
 
 # --- mutations -----------------------------------------------------------------------------

@@ -1,8 +1,10 @@
-"""Resolvers of ``serving/graphql/sagas.graphql``: short delegations to the saga coordinators.
+"""Resolvers of the saga fields of ``serving/graphql/schema.graphql``: short delegations to the
+saga coordinators.
 
-The bindables (:data:`BINDABLES`) go to ``make_executable_schema`` next to the core ones, with
-``sagas.graphql`` appended to the type definitions. The saga client is built on first use from
-the replica's settings (``EVENTRAY_SAGA_*``) and kept on the services object.
+The bindables (:data:`BINDABLES`) go to ``make_executable_schema`` next to the core ones
+(:mod:`eventray.serving.api.schema`). The saga client comes from the replica's services
+(``services.saga_client``), built once per replica by :meth:`ApiServices.start
+<eventray.serving.api.services.ApiServices.start>` from the app's saga settings.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from ariadne import MutationType, ObjectType, QueryType, SubscriptionType
 from graphql import GraphQLResolveInfo
 
 from eventray.platform.domain import new_id
-from eventray.platform.errors import InvalidCommand, NotFound
+from eventray.platform.errors import InvalidCommand, NotFound, ServiceUnavailable
 from eventray.serving.api import policy
 from eventray.serving.api.commands import serialize_money
 
@@ -34,11 +36,7 @@ _POLL_S = 0.1
 def _client(services: Any) -> Any:
     client = getattr(services, "saga_client", None)
     if client is None:
-        from eventray.platform.sagas.composition import saga_client
-        from eventray.platform.sagas.settings import SagaSettings
-
-        client = saga_client(services.settings, SagaSettings())
-        services.saga_client = client
+        raise ServiceUnavailable("this app has no saga client; build its services with ApiServices.start")
     return client
 
 

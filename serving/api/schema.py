@@ -15,6 +15,7 @@ from eventray.serving.api.resolvers import (
     account_type, activity_type, command_error_type, command_result_type, mutation, query, user_type,
 )
 from eventray.serving.api.ml import ml_query
+from eventray.serving.api.sagas import BINDABLES as SAGA_BINDABLES
 from eventray.serving.api.subscriptions import subscription
 
 json_scalar = ScalarType("JSON")
@@ -49,7 +50,7 @@ def executable_schema() -> GraphQLSchema:
     """The schema with every resolver bound (built once per process)."""
     return make_executable_schema(
         sdl_text(), query, ml_query, mutation, subscription, user_type, account_type, activity_type,
-        command_result_type, command_error_type, json_scalar, money_scalar, timestamp_scalar,
+        command_result_type, command_error_type, json_scalar, money_scalar, timestamp_scalar, *SAGA_BINDABLES,
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from eventray.platform import composition
 from eventray.platform.errors import EventrayError, ServiceUnavailable
 from eventray.platform.runtime.bus import CommandBus
+from eventray.platform.sagas.settings import SagaSettings
 from eventray.platform.settings import Settings
 from eventray.serving.api.live import EventHub
 from eventray.serving.api.policy import Owners
@@ -41,7 +42,7 @@ class ConsistentReads:
 
 @dataclass
 class ApiServices:
-    """The replica's adapters: command bus, consistent reads, read-model pool, live hub."""
+    """The replica's adapters: command bus, consistent reads, read-model pool, live hub, saga client."""
 
     settings: Settings
     serving: ServingSettings
@@ -51,10 +52,16 @@ class ApiServices:
     owners: Owners
     metrics: Metrics
     pool: Any = None
+    saga_client: Any = None
     _queries: ModuleType | None = field(default=None, repr=False)
 
     @classmethod
-    async def start(cls, settings: Settings, serving: ServingSettings, *, metrics: Metrics | None = None) -> ApiServices:
+    async def start(cls, settings: Settings, serving: ServingSettings, *, metrics: Metrics | None = None,
+                    sagas: SagaSettings | None = None) -> ApiServices:
+        """Open the adapters. ``sagas``: how the saga coordinators run (their count picks the
+        coordinator that owns a transfer); default: ``EVENTRAY_SAGA_*`` of this process."""
+        from eventray.platform.sagas.composition import saga_client
+
         composition.connect_ray(settings)
         bus = composition.command_bus(settings)
         reads = ConsistentReads(bus)
@@ -66,6 +73,7 @@ class ApiServices:
         services = cls(
             settings=settings, serving=serving, bus=bus, reads=reads,
             hub=_build_hub(settings), owners=Owners(owner_lookup), metrics=metrics or Metrics(),
+            saga_client=saga_client(settings, sagas or SagaSettings()),
         )
         await services._open_pool()
         return services

@@ -1,31 +1,18 @@
-"""The saga SDL (serving/graphql/sagas.graphql) binds to its resolvers on top of the core schema,
-and the fields answer through the saga client (a recording fake: no cluster here)."""
+"""The saga fields of the served schema (serving/graphql/schema.graphql) bind to their resolvers,
+and they answer through the saga client (a recording fake: no cluster here)."""
 
 from __future__ import annotations
 
-from importlib import resources
-
 import pytest
-from ariadne import make_executable_schema
 from graphql import graphql, parse, subscribe
 
-from eventray.serving.api import schema as core
 from eventray.serving.api.principal import Principal
-from eventray.serving.api.sagas import BINDABLES
+from eventray.serving.api.schema import executable_schema
 from eventray.sagas.transfer_money import TransferMoney, TransferPolicy, TransferRequest
 
 
 def _schema():
-    sdl = resources.files("eventray.serving").joinpath("graphql/sagas.graphql").read_text()
-    from eventray.serving.api.resolvers import (
-        account_type, activity_type, command_error_type, command_result_type, mutation, query, user_type,
-    )
-    from eventray.serving.api.subscriptions import subscription
-
-    return make_executable_schema(
-        [core.sdl_text(), sdl], query, mutation, subscription, user_type, account_type, activity_type,
-        command_result_type, command_error_type, core.json_scalar, core.money_scalar, core.timestamp_scalar,
-        *BINDABLES)
+    return executable_schema()
 
 
 class FakeSagas:
