@@ -6,6 +6,8 @@ per topic, so the tests use fresh aggregate ids instead of a fresh topic. Anonym
 off, the rate limit is low enough to trip, and RS256 tokens are checked against a JWKS file
 written here. The model deployments are bound into the same app (the ML fields and their
 ``/metrics``); ``EVENTRAY_E2E_APP`` renames the app (and its route) to keep two sessions apart.
+The TransferMoney saga coordinators run on the same topic with the amount-rule fraud scorer
+(deterministic, unlike the anomaly model's score); the session stops the ones it started.
 """
 
 from __future__ import annotations
@@ -61,13 +63,18 @@ def rsa_key(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def api(stack_settings: Settings, rsa_key: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Shards, projections and the Serve app; yields the URLs and settings."""
+    """Shards, projections, saga coordinators and the Serve app; yields the URLs and settings."""
     from eventray.platform import composition
+    from eventray.platform.sagas import composition as sagas
+    from eventray.platform.sagas.settings import SagaSettings
     from eventray.serving import deployment
     from eventray.serving.projections_setup import ensure_projections
 
     composition.start_shards(stack_settings)
     ensure_projections(stack_settings)
+    saga_settings = SagaSettings(scorer="rule")
+    ours = not _coordinators_running(stack_settings)
+    sagas.start_coordinators(stack_settings, saga_settings)
     app = os.environ.get("EVENTRAY_E2E_APP", "eventray-e2e")
     serving = ServingSettings(
         allow_anonymous=False, jwt_secret=DEV_JWT_SECRET, jwks_file=rsa_key["jwks"],
@@ -77,10 +84,24 @@ def api(stack_settings: Settings, rsa_key: dict[str, Any]) -> Iterator[dict[str,
     # the model deployments join the app (one replica each), trained once into a cache of the e2e tests
     settings = stack_settings.model_copy(update={"model_dir": _e2e_models(), "ml_app_name": app,
                                                  "ml_min_replicas": 1, "ml_max_replicas": 1})
-    url = deployment.run(settings, serving, models=True)
+    url = deployment.run(settings, serving, models=True, saga_settings=saga_settings)
     yield {"url": url, "ws": url.replace("http://", "ws://"), "base": url.rsplit("/", 1)[0],
            "serving": serving, "settings": settings}
     deployment.shutdown(serving)
+    if ours:  # another session's (or the demo's) coordinators stay up
+        sagas.stop_coordinators(stack_settings, saga_settings)
+
+
+def _coordinators_running(settings: Settings) -> bool:
+    import ray
+
+    from eventray.platform.sagas.actor import NAMESPACE, coordinator_name
+
+    try:
+        ray.get_actor(coordinator_name(settings.topic, "TransferMoney", 0), namespace=NAMESPACE)
+    except ValueError:
+        return False
+    return True
 
 
 def _e2e_models() -> Path:
