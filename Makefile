@@ -12,7 +12,7 @@ APT_POSTGRES := postgresql
 APT_VENV := python3-venv
 APT_IPROUTE := iproute2
 
-.PHONY: deps venv demo test unit integration up down status clean typecheck chaos
+.PHONY: deps venv demo test unit integration up down status clean typecheck chaos cluster-e2e
 
 deps:
 	@missing=""; \
@@ -63,6 +63,15 @@ test: up
 chaos: deps $(STAMP)
 	EVENTRAY_MONKEY_DURATION=$${EVENTRAY_MONKEY_DURATION:-600} \
 	EVENTRAY_CHAOS_NETNS_IP=$${EVENTRAY_CHAOS_NETNS_IP:-$$( [ "$$(id -u)" = 0 ] && echo 10.231.7.2 )} $(PY) -m pytest tests/chaos/test_monkey.py -q -s
+
+# A real `ray up` of the local-provider config over SSH to 127.0.0.1, `eventray deploy`, GraphQL
+# over HTTP, `ray down` (root: installs openssh-server and rsync). Kept out of `make test`: the
+# cluster launcher's own commands (`ray down` runs a plain `ray stop` on the head) would stop every
+# Ray process on the machine; tests/cluster_e2e/cluster_e2e.py gives its head other ports and temp
+# dir and turns that `ray stop` into a stop of the e2e head only (see its docstring).
+# Uses the dev stack's Kafka and PostgreSQL, with a topic and a database of its own.
+cluster-e2e: up
+	$(PY) tests/cluster_e2e/cluster_e2e.py
 
 # mypy cannot follow the editable install's import hook, so it checks a tree of links that
 # lays the folders out as the installed package is.

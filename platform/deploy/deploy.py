@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eventray.platform.deploy.package import Package
+from eventray.platform.errors import ConfigurationError
 from eventray.platform.settings import Settings
 
 log = logging.getLogger("eventray.deploy")
@@ -63,9 +64,14 @@ def deploy(settings: Settings, package: Package | None, *, serving: Any = None, 
            progress: Callable[[str], None] = lambda _: None) -> DeployReport:
     """Bring the cluster at ``settings.ray_address`` to ``settings`` running ``package``."""
     from eventray.platform import composition
+    from eventray.platform.migrations import migrate
     from eventray.platform.projections.actor import stop_topic_runners
 
     report = DeployReport(code=package.sha256 if package else None)
+    # the event store, snapshot and projection tables: a fresh database (a managed one, or the
+    # cluster's first deploy) has none; migrate applies only what is missing
+    progress("database migrations")
+    report.changes += [f"applied migration {name}" for name in migrate(settings.dsn)]
     connect(settings, package)
     record = _read_record(settings)
     report.previous_code = record.get("code")
@@ -138,6 +144,12 @@ def _place_coordinators(settings: Settings, *, replace: bool) -> list[str]:
     from ray.util import list_named_actors
 
     saga_settings = SagaSettings()
+    if saga_settings.scorer == "anomaly" and not _serve_app_running(settings.ml_app_name):
+        # else each coordinator fails in ready() with Serve's "no Serve instance running"
+        raise ConfigurationError(
+            f"the saga coordinators score transfers with the 'anomaly' model, but Serve runs no "
+            f"{settings.ml_app_name!r} application on this cluster: set EVENTRAY_SAGA_SCORER=rule "
+            "(an amount limit), deploy the models first, or leave the sagas out with --no-sagas")
     if replace:
         sagas.stop_coordinators(settings, saga_settings)
     live = {e["name"] for e in list_named_actors(all_namespaces=True)}
@@ -145,6 +157,16 @@ def _place_coordinators(settings: Settings, *, replace: bool) -> list[str]:
                if coordinator_name(settings.topic, "TransferMoney", i) not in live]
     sagas.start_coordinators(settings, saga_settings)
     return [f"started saga coordinators TransferMoney {missing}"] if missing else []
+
+
+def _serve_app_running(name: str) -> bool:
+    from ray import serve
+
+    try:
+        app = serve.status().applications.get(name)
+    except Exception:  # noqa: BLE001 - Serve not started: no application runs
+        return False
+    return app is not None and app.status == "RUNNING"
 
 
 def _place_serve_app(settings: Settings, serving: Any) -> tuple[str, str | None]:
