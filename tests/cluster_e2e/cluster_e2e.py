@@ -26,7 +26,6 @@ Run as root from the checkout: ``make cluster-e2e`` (not part of ``make test``).
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import shlex
 import shutil
