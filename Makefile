@@ -59,8 +59,10 @@ integration: up
 test: up
 	$(PY) -m pytest -q
 
-# 10 minutes of seeded faults (every kind the stack supports) on a separate stack of its own
+# The chaos suite (each fault command, the dashboard check), then 10 minutes of seeded faults
+# (every kind the stack supports), on a separate stack of its own
 chaos: deps $(STAMP)
+	$(PY) -m pytest tests/chaos -q --deselect tests/chaos/test_monkey.py::test_monkey_loses_nothing
 	EVENTRAY_MONKEY_DURATION=$${EVENTRAY_MONKEY_DURATION:-600} \
 	EVENTRAY_CHAOS_NETNS_IP=$${EVENTRAY_CHAOS_NETNS_IP:-$$( [ "$$(id -u)" = 0 ] && echo 10.231.7.2 )} $(PY) -m pytest tests/chaos/test_monkey.py -q -s
 
