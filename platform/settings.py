@@ -51,8 +51,9 @@ class Settings(BaseSettings):
     ray_client_server_port: int = 10001
     ray_dashboard_agent_port: int = 52365
     ray_metrics_export_port: int = Field(
-        default=18080, description="the ONE place to scrape: the head's Prometheus endpoint, which "
-        "carries the metrics of every actor and replica on that node (see docs/operations.md)"
+        default=26380, description="the ONE place to scrape: the head's Prometheus endpoint, which "
+        "carries the metrics of every actor and replica on that node (see docs/operations.md); "
+        "outside Ray's default worker port range (10002-19999)"
     )
     kafka_netns_ip: str | None = Field(
         default=None, description="opt-in (root): run the dev broker in a network namespace reached "

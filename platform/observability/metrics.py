@@ -2,7 +2,7 @@
 
 Every actor and Serve replica records into :mod:`ray.util.metrics`; the metrics agent of each
 Ray node serves all of them, prefixed ``ray_``, at ``http://<node>:<metrics export port>/metrics``
-(``EVENTRAY_RAY_METRICS_EXPORT_PORT``, 18080 on the dev head). That is the one place to
+(``EVENTRAY_RAY_METRICS_EXPORT_PORT``, 26380 on the dev head). That is the one place to
 scrape; on a cluster Prometheus finds every node through the file Ray writes at
 ``<temp dir>/prom_metrics_service_discovery.json``. Ray's own Serve metrics
 (``ray_serve_*``: replicas per deployment, per-deployment latency, model deployments included)

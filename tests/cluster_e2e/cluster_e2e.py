@@ -57,7 +57,7 @@ MARKER = "eventray-cluster-e2e"
 VENV_BIN = Path(sys.executable).parent
 
 # A Ray head of its own: none of these may be the shared dev head's (26379, 10001, 52365,
-# 18080, workers 10002-19999), the chaos stacks' (29xxx) or Serve direct ingress (30000-31000);
+# 26380, workers 10002-19999), the chaos stacks' (29xxx) or Serve direct ingress (30000-31000);
 # all below the kernel's ephemeral range (32768+).
 GCS_PORT = 23479  # outside the worker port range below
 PORTS = {
