@@ -1,7 +1,7 @@
 """Make sure the read models the API queries have a current version (a fresh stack has none).
 
 A projection without a current version is built once with the read side's own
-``replay``; one that has one is left alone (its runners keep it up to date).
+``replay``; one that has one gets its runners started if they are not running.
 """
 
 from __future__ import annotations
@@ -15,17 +15,24 @@ API_PROJECTIONS = ("user_directory", "account_balances", "account_activity")
 
 
 def ensure_projections(settings: Settings, *, on_build: Callable[[str], None] | None = None) -> list[str]:
-    """Build each API projection that has no current version; returns the ones built."""
+    """Build each API projection that has no current version, and make sure the runners of
+    every current version are live (after a restart of Ray they are gone while the read models
+    stay in PostgreSQL); returns the ones built."""
     from eventray.platform.migrations import migrate
+    from eventray.platform.projections.actor import start_runners
     from eventray.platform.projections.replay import replay
     from eventray.platform.projections.store import ProjectionStore
 
     migrate(settings.dsn)
     store = ProjectionStore(settings.dsn)
     try:
-        missing = [n for n in API_PROJECTIONS if store.current_version(n) is None]
+        current = {n: store.current_version(n) for n in API_PROJECTIONS}
     finally:
         store.close()
+    missing = [n for n, v in current.items() if v is None]
+    for name, version in current.items():
+        if version is not None:  # idempotent: finds runners that are already there
+            start_runners(settings, name, version, settings.partitions)
     for name in missing:
         if on_build is not None:
             on_build(name)

@@ -62,6 +62,9 @@ class DataLoader(Generic[K, V]):
 
 
 def by_key(rows: Sequence[Any], keys: Sequence[Any], attr: str) -> list[Any]:
-    """Rows reordered to ``keys`` (``None`` where missing)."""
-    index = {getattr(r, attr): r for r in rows}
+    """Rows reordered to ``keys`` (``None`` where missing).
+
+    ``rows`` may already hold ``None`` for keys the read model does not have yet.
+    """
+    index = {getattr(r, attr): r for r in rows if r is not None}
     return [index.get(k) for k in keys]
