@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     shard_batch_max: int = 2048
     shard_queue_max: int = 20_000
     bus_waiting_max: int = 50_000
-    bus_max_in_flight: int = 2
+    bus_max_in_flight: int = 1
     bus_call_timeout_s: float = 30.0
     snapshot_every_events: int = 5_000
     snapshot_interval_s: float = 2.0

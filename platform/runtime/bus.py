@@ -50,7 +50,10 @@ class CommandBus:
         transport: reaches the shard of a partition.
         encode_commands: ``list[Command] -> bytes``.
         decode_outcomes: ``bytes -> list[Outcome]``.
-        max_in_flight: concurrent calls per partition; more commands wait and batch up.
+        max_in_flight: concurrent calls per partition; more commands wait and batch up. One
+            is the default: everything that arrives during a call goes in the next one, so each
+            Kafka transaction (the scarce resource, ~2,000/s on a 2-core machine) carries more
+            commands (measured: 8.2-9.2k vs 6.0-6.7k commands/s at 256 clients, same p50 at 1).
         batch_max: the most commands in one call.
         waiting_max: the most commands waiting per partition before ``Overloaded``.
         call_timeout_s: how long one call to a shard may take before its commands get a
@@ -66,7 +69,7 @@ class CommandBus:
         encode_commands: Callable[[list[Command]], bytes],
         decode_outcomes: Callable[[bytes], list[Outcome]],
         decode_state: Callable[[str, bytes], object] | None = None,
-        max_in_flight: int = 2,
+        max_in_flight: int = 1,
         batch_max: int = 1024,
         waiting_max: int = 50_000,
         call_timeout_s: float = 30.0,
