@@ -14,7 +14,6 @@ Replies leave only after step 3, so an acknowledged command is always in the log
 from __future__ import annotations
 
 import logging
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -236,7 +235,6 @@ class PartitionCore:
         version: int,
         command_id: str | None,
         event: Event,
-        events_of_command: tuple[Event, ...] | None = None,
     ) -> bool:
         """Apply one committed record during recovery; return True if it changed state.
 
@@ -290,6 +288,3 @@ def _as_duplicate(outcome: Outcome) -> Outcome:
         duplicate=True,
     )
 
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
