@@ -21,10 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from rich.console import Console
 
-from eventray.platform import devstack
-from eventray.platform.errors import StackError
 from eventray.platform.settings import Settings
 from eventray.serving.api.principal import mint_token
 from eventray.serving.settings import DEV_JWT_SECRET, ServingSettings
@@ -39,13 +36,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.e2e)
 
 
-@pytest.fixture(scope="session")
-def stack_settings() -> Settings:
-    try:
-        report = devstack.up(Settings(), console=Console(stderr=True, quiet=True))
-    except StackError as e:
-        pytest.fail(f"the local stack could not be brought up: {e.message}", pytrace=False)
-    return report.settings
 
 
 @pytest.fixture(scope="session")
