@@ -85,6 +85,13 @@ class Settings(BaseSettings):
     snapshot_every_events: int = 5_000
     snapshot_interval_s: float = 2.0
 
+    # --- the read path ---
+    projection_runners: int = Field(
+        default=0, ge=0, description="runner actors per projection version; runner i applies the partitions "
+        "p with p % runners == i, each on a thread of its own. 0 means one per partition (the most "
+        "parallel; more than the partition count is the same as 0)"
+    )
+
     # --- placement on a cluster ---
     placement: Literal["spread", "pack"] = Field(
         default="spread", description="'spread': Ray's SPREAD scheduling over the nodes; 'pack': Ray's default"

@@ -49,8 +49,7 @@ def up(settings: Settings, *, graphql: bool = False, console: Console | None = N
     else:
         from eventray.platform.projections.actor import start_runners
 
-        start_runners(eff, "account_balances", ProjectionStore(eff.dsn).current_version("account_balances"),
-                      eff.partitions)
+        start_runners(eff, "account_balances", ProjectionStore(eff.dsn).current_version("account_balances"))
     sagas.start_coordinators(eff, SagaSettings(scorer="rule", coordinators=2),
                              scorer=AmountRuleScorer(limit=10**6))
     out: dict[str, Any] = {"settings": eff}

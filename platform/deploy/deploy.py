@@ -105,16 +105,15 @@ def deploy(settings: Settings, package: Package | None, *, serving: Any = None, 
 
 
 def _place_runners(settings: Settings) -> list[str]:
-    from ray.util import list_named_actors
-
     from eventray.platform import composition
-    from eventray.platform.projections.actor import runner_name, start_runners
+    from eventray.platform.projections.actor import start_runners
     from eventray.platform.projections.store import ProjectionStore
     from eventray.projections import PROJECTIONS
     from eventray.serving.projections_setup import ensure_projections
 
-    changes = [f"built projection {n} (replay from offset 0)" for n in ensure_projections(settings)]
-    live = {e["name"] for e in list_named_actors(all_namespaces=True)}
+    started: list[str] = []
+    built = ensure_projections(settings, changes=started)
+    changes = [f"built projection {n} (replay from offset 0)" for n in built] + started
     store = ProjectionStore(settings.dsn)
     try:
         for name in sorted(PROJECTIONS):
@@ -122,12 +121,7 @@ def _place_runners(settings: Settings) -> list[str]:
             info = store.version_info(name, version) if version is not None else None
             if info is None or info.topic != settings.topic:
                 continue
-            missing = [p for p in range(settings.partitions)
-                       if runner_name(settings.topic, name, version, p) not in live]
-            start_runners(settings, name, version, settings.partitions,
-                          actor_options=composition.placement(settings))
-            if missing:
-                changes.append(f"started projection runners {name} v{version} partitions {missing}")
+            start_runners(settings, name, version, actor_options=composition.placement(settings), changes=changes)
     finally:
         store.close()
     return changes

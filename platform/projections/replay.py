@@ -114,7 +114,8 @@ def replay(
         info = store.create_version(name, ddl=proj.ddl, topic=settings.topic, partitions=settings.partitions,
                                     definition_version=type(proj).version)
         new = info.version
-        handles = start_runners(settings, name, new, settings.partitions, fault=fault, autostart=False)
+        handles = start_runners(settings, name, new, fault=fault, autostart=False,
+                                actor_options=composition.placement(settings))
         import ray
 
         ray.get([h.start.remote() for h in handles])
@@ -148,7 +149,7 @@ def replay(
         switched = time.monotonic()
         catch_up_s = caught_up_at - t_start
         if old is not None and old != new:
-            stop_runners(settings, name, old, settings.partitions)
+            stop_runners(settings, name, old)
             if drop_old:
                 time.sleep(0.2)  # readers holding the old pointer finish; later ones retry on the new
                 store.drop_version(name, old)

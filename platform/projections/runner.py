@@ -138,7 +138,8 @@ class PartitionRunner:
         position = reader.position()
         if self.next_offset is not None and position > self.next_offset:
             self._store.apply_batch(name=self.name, version=self.version, schema=self.schema,
-                                    partition=self.partition, next_offset=position, applied=0, writes=None)
+                                    partition=self.partition, next_offset=position, applied=0, writes=None,
+                                    expected_offset=self.next_offset)
             self.next_offset = position
 
     def process(self, batch: Sequence[LogRecord]) -> bool:
@@ -234,6 +235,7 @@ class PartitionRunner:
             name=self.name, version=self.version, schema=self.schema, partition=self.partition,
             next_offset=next_offset, applied=count, writes=writes, dead=dead,
             before_commit=None if fault is None else (lambda: fault.hit("before_commit", number)),
+            expected_offset=self.next_offset,
         )
         self._committed(number, next_offset, count)
 

@@ -44,6 +44,8 @@ _UPSERT_OFFSET = (
     "next_offset = EXCLUDED.next_offset, applied = eventray_projection_offsets.applied + EXCLUDED.applied, "
     "updated_at = now()"
 )
+#: the same, only where the stored offset is the one the writer resumed from (its fence)
+_UPSERT_OFFSET_FROM = _UPSERT_OFFSET + " WHERE eventray_projection_offsets.next_offset = %s"
 
 _INSERT_DEAD = (
     "INSERT INTO eventray_projection_dead_letters "
@@ -231,10 +233,16 @@ class ProjectionStore:
         writes: BatchWrites | None,
         dead: Sequence[DeadLetter] = (),
         before_commit: Callable[[], None] | None = None,
+        expected_offset: int | None = None,
     ) -> None:
         """One transaction: the batch's writes, its dead letters and the partition's offset.
 
+        With ``expected_offset`` the transaction commits only if the partition's stored offset
+        is still that one (where this runner resumed): a second runner of the same partition
+        (a zombie, or a rescale that went wrong) gets :class:`StaleRunner` and writes nothing.
+
         Raises:
+            StaleRunner: the stored offset moved: another runner wrote the partition.
             WriteRejected: the database refused a write (the caller isolates the record).
             ServiceUnavailable, Retryable: PostgreSQL trouble; nothing was applied.
         """
@@ -242,12 +250,12 @@ class ProjectionStore:
         with translated(f"applying a batch of {name!r} v{version} partition {partition}"), conn.transaction():
             self.write_batch(conn.cursor(), name=name, version=version, schema=schema, partition=partition,
                              next_offset=next_offset, applied=applied, writes=writes, dead=dead,
-                             before_commit=before_commit)
+                             before_commit=before_commit, expected_offset=expected_offset)
 
     @staticmethod
     def write_batch(cur: Any, *, name: str, version: int, schema: str, partition: int, next_offset: int,
                     applied: int, writes: BatchWrites | None, dead: Sequence[DeadLetter] = (),
-                    before_commit: Callable[[], None] | None = None) -> None:
+                    before_commit: Callable[[], None] | None = None, expected_offset: int | None = None) -> None:
         """The writes of :meth:`apply_batch` with ``cur``, inside a transaction the caller holds."""
         if writes is not None:
             writes.flush(cur, schema)
@@ -255,7 +263,16 @@ class ProjectionStore:
             cur.executemany(_INSERT_DEAD, [
                 (name, version, d.partition, d.offset, d.reason, d.event_type, d.key, d.raw) for d in dead
             ])
-        cur.execute(_UPSERT_OFFSET, (name, version, partition, next_offset, applied))
+        if expected_offset is None:
+            cur.execute(_UPSERT_OFFSET, (name, version, partition, next_offset, applied))
+        else:
+            cur.execute(_UPSERT_OFFSET_FROM, (name, version, partition, next_offset, applied, expected_offset))
+            if cur.rowcount != 1:  # raising rolls the batch's writes back with it
+                from eventray.platform.projections.enrich import StaleRunner
+
+                raise StaleRunner(f"{name} v{version}[{partition}]: the stored offset is no longer {expected_offset}; "
+                                  f"another runner wrote the partition (this one resumes from the stored offset)",
+                                  projection=name, partition=partition)
         if before_commit is not None:
             before_commit()
 

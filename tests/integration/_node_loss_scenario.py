@@ -84,8 +84,7 @@ async def test_losing_the_shard_node_loses_nothing(settings, cluster) -> None:
     await asyncio.to_thread(replay, settings, "account_balances")
     stop_topic_runners(settings)  # replay placed them anywhere; place them on the workers
     version = ProjectionStore(settings.dsn).current_version("account_balances")
-    start_runners(settings, "account_balances", version, settings.partitions,
-                  actor_options=composition.placement(settings))
+    start_runners(settings, "account_balances", version, actor_options=composition.placement(settings))
     shards, runners = where(f"shard:{settings.topic}:"), where(f"projection:{settings.topic}:")
     head_id = c.head_node.node_id
     assert head_id not in set(shards.values()) | set(runners.values()), "eventray actors must avoid the head"

@@ -246,3 +246,108 @@ async def test_poison_event_is_dead_lettered_and_the_runner_goes_on(settings, mo
     out = capsys.readouterr().out
     line = next(ln for ln in out.splitlines() if "account_activity" in ln)
     assert "live" in line and "│ 1 " in line.replace("  ", " "), out
+
+
+# --- runner actors scale apart from partitions ----------------------------------------------
+
+
+def runner_claims(settings, name: str, version: int) -> dict[int, list[int]]:
+    """``{runner index: partitions}`` of the runner actors that answer right now."""
+    from eventray.platform.projections.actor import runner_names
+
+    out = {}
+    for index, actor in runner_names(settings, name, version).items():
+        try:
+            out[index] = ray.get(ray.get_actor(actor, namespace=NAMESPACE).owned.remote(), timeout=2)
+        except Exception:  # noqa: BLE001 - starting or being removed: applies nothing
+            continue
+    return out
+
+
+async def test_runner_count_scales_4_2_1_4_while_events_flow(settings) -> None:
+    from eventray.platform.projections.actor import start_runners
+
+    s = settings.model_copy(update={"partitions": 4, "shards": 2, "projection_runners": 0})
+    composition.start_shards(s)
+    bus = composition.command_bus(s)
+    rng = random.Random(5)
+    accounts = [f"r-{i}" for i in range(80)]
+    await send_ok(bus, [OpenAccount(aggregate_id=a, owner_id="o", currency="EUR") for a in accounts])
+    await asyncio.to_thread(replay, s, "account_balances", timeout_s=60)
+    version = ProjectionStore(s.dsn).current_version("account_balances")
+    assert runner_claims(s, "account_balances", version) == {0: [0], 1: [1], 2: [2], 3: [3]}
+
+    stop = asyncio.Event()
+    doubles: list[dict] = []
+
+    async def load() -> int:
+        sent = 0
+        while not stop.is_set():
+            await send_ok(bus, some_commands(rng, accounts, 20))
+            sent += 20
+        return sent
+
+    async def watch() -> None:  # a partition may never be applied by two runners at once
+        while not stop.is_set():
+            claims = await asyncio.to_thread(runner_claims, s, "account_balances", version)
+            owned = [p for parts in claims.values() for p in parts]
+            if len(owned) != len(set(owned)):
+                doubles.append(claims)
+            await asyncio.sleep(0.05)
+
+    tasks = [asyncio.ensure_future(load()), asyncio.ensure_future(watch())]
+    steps = [(2, {0: [0, 2], 1: [1, 3]}, 4, 2), (1, {0: [0, 1, 2, 3]}, 2, 1), (0, {i: [i] for i in range(4)}, 1, 4)]
+    for runners, owners, removed, started in steps:
+        await asyncio.sleep(1.0)
+        changes: list[str] = []
+        step = s.model_copy(update={"projection_runners": runners})
+        await asyncio.to_thread(start_runners, step, "account_balances", version, changes=changes)
+        assert sum(c.startswith("removed") for c in changes) == removed, changes
+        assert sum(c.startswith("started") for c in changes) == started, changes
+        assert runner_claims(s, "account_balances", version) == owners
+        again: list[str] = []
+        await asyncio.to_thread(start_runners, step, "account_balances", version, changes=again)
+        assert again == []  # idempotent
+    await asyncio.sleep(1.0)
+    stop.set()
+    sent, _ = await asyncio.gather(*tasks)
+
+    assert sent > 100
+    assert not doubles, f"a partition had two runners: {doubles[:3]}"
+    accounts_now, _ = fold_log(s)
+    wait_caught_up(s, "account_balances")
+    assert read_model(s, "account_balances") == sorted((a, *v) for a, v in accounts_now.items())
+
+
+async def test_a_second_runner_of_a_partition_is_refused_by_the_stored_offset(settings) -> None:
+    from eventray.platform.eventlog.reader import PartitionReader
+    from eventray.platform.projections.actor import build_runner
+    from eventray.platform.projections.enrich import StaleRunner
+
+    composition.start_shards(settings)
+    bus = composition.command_bus(settings)
+    accounts = [f"z-{i}" for i in range(30)]
+    await send_ok(bus, [OpenAccount(aggregate_id=a, owner_id="o", currency="EUR") for a in accounts])
+    await asyncio.to_thread(replay, settings, "account_balances", timeout_s=60)
+    version = ProjectionStore(settings.dsn).current_version("account_balances")
+    stop_topic_runners(settings)
+    await send_ok(bus, [Deposit(aggregate_id=a, amount=7) for a in accounts])
+
+    first = build_runner(settings, "account_balances", version, 0)
+    second = build_runner(settings, "account_balances", version, 0)
+    stored = ProjectionStore(settings.dsn).load_offsets("account_balances", version)[0]
+    first.next_offset = second.next_offset = stored  # both resumed from the same stored offset
+    with PartitionReader(bootstrap=settings.kafka_address, topic=settings.topic, partition=0) as reader:
+        end = reader.last_stable_offset()
+        batch = [r for b in reader.read(stored, until=end) for r in b]
+    assert batch, "partition 0 got no deposits"
+
+    assert first.process(batch)
+    with pytest.raises(StaleRunner):
+        second.process(batch)  # its writes roll back with the refused offset
+    assert ProjectionStore(settings.dsn).load_offsets("account_balances", version)[0] == batch[-1][0] + 1
+    accounts_now, _ = fold_log(settings)
+    on_p0 = {r.envelope.aggregate_id for r in composition.read_decoded(settings, 0, 0) if isinstance(r, DecodedRecord)}
+    model = {row[0]: row for row in read_model(settings, "account_balances")}
+    for a in on_p0:
+        assert model[a] == (a, *accounts_now[a]), a  # applied once, not twice
