@@ -29,6 +29,10 @@ log = logging.getLogger("eventray.metrics")
 LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
 #: commands per shard batch
 BATCH_BUCKETS = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000]
+#: seconds between re-sets of a state gauge. Ray's metrics agent drops a gauge series that was
+#: not set for two report intervals (``metrics_report_interval_ms``, 10 s by default), so a gauge
+#: describing state (aggregates held by an idle shard) must be set again, not only on change.
+GAUGE_REFRESH_S = 5.0
 
 
 @functools.cache
@@ -109,20 +113,44 @@ class ShardMetrics:
     which is what ``eventray logs --correlation`` finds in a shard's log.
     """
 
-    def __init__(self, topic: str, *, trace: bool = True) -> None:
+    def __init__(self, topic: str, *, trace: bool = True, refresh_s: float = GAUGE_REFRESH_S) -> None:
         self._topic = topic
         self._trace = trace
         self._checkpoint: dict[int, int] = {}
         self._recovery: dict[int, float] = {}
+        self._next: dict[int, int] = {}
+        #: partition -> {gauge key: last value}, set again every ``refresh_s`` (see GAUGE_REFRESH_S)
+        self._gauges: dict[int, dict[str, float]] = {}
+        self._refresh_s = refresh_s
+        self._refresher: threading.Thread | None = None
         self._log = logging.getLogger("eventray.shard")
 
     def _tags(self, partition: int) -> dict[str, str]:
         return {"topic": self._topic, "partition": str(partition)}
 
+    def _set(self, partition: int, **values: float) -> None:
+        tags = self._tags(partition)
+        for key, value in values.items():
+            metric(key).set(value, tags=tags)
+        self._gauges.setdefault(partition, {}).update(values)
+        if self._refresher is None:
+            self._refresher = threading.Thread(target=self._refresh, daemon=True, name="shard-gauges")
+            self._refresher.start()
+
+    def _refresh(self) -> None:
+        while True:
+            time.sleep(self._refresh_s)
+            try:
+                for partition, values in list(self._gauges.items()):
+                    tags = self._tags(partition)
+                    for key, value in list(values.items()):
+                        metric(key).set(value, tags=tags)
+            except Exception as e:  # noqa: BLE001 - metrics must never stop the shard
+                log.warning("shard gauge refresh failed: %s", e)
+
     def recovered(self, partition: int, seconds: float, aggregates: int, checkpoint: int) -> None:
         tags = self._tags(partition)
-        metric("recovery").set(seconds, tags=tags)
-        metric("aggregates").set(aggregates, tags=tags)
+        self._set(partition, recovery=seconds, aggregates=aggregates)
         self._checkpoint[partition] = checkpoint
         self._recovery[partition] = seconds
         _zero("fenced", tags)
@@ -141,6 +169,8 @@ class ShardMetrics:
 
     def snapshot_saved(self, partition: int, checkpoint: int) -> None:
         self._checkpoint[partition] = checkpoint
+        if (next_offset := self._next.get(partition)) is not None:
+            self._set(partition, snapshot_lag=max(0, next_offset - checkpoint))
 
     def answered(self, partition: int, commands: Sequence[Any], outcomes: Sequence[Any],
                  waited_s: Sequence[float], *, aggregates: int, next_offset: int) -> None:
@@ -156,9 +186,9 @@ class ShardMetrics:
         for (error_type, code), n in errors.items():
             kind = "retryable" if issubclass(error_class(code), Retryable) else "domain"
             metric("command_errors").inc(n, tags={**tags, "error_type": error_type, "kind": kind})
-        metric("aggregates").set(aggregates, tags=tags)
-        metric("recovery").set(self._recovery.get(partition, 0.0), tags=tags)
-        metric("snapshot_lag").set(max(0, next_offset - self._checkpoint.get(partition, 0)), tags=tags)
+        self._next[partition] = next_offset
+        self._set(partition, aggregates=aggregates, recovery=self._recovery.get(partition, 0.0),
+                  snapshot_lag=max(0, next_offset - self._checkpoint.get(partition, 0)))
         if self._trace:
             ids = sorted({c.correlation_id for c in commands if c.correlation_id})
             if ids:

@@ -40,7 +40,11 @@ def test_every_panel_names_an_exported_metric(cli, chaos_stack) -> None:
     acct = f"dash-{uuid.uuid4().hex[:6]}"
     _mutation(url, "openAccount", "OpenAccountInput", {"accountId": acct, "ownerId": "o", "currency": "EUR"}, rid)
     refused = _mutation(url, "deposit", "DepositInput", {"accountId": f"missing-{acct}", "amount": 5}, rid)
-    assert "errors" in json.dumps(refused) or "Error" in json.dumps(refused)
+    assert refused["data"]["deposit"]["__typename"] == "NotFoundError", refused  # a domain error: typed data
+    token = mint_token("ops-test", "teller", secret=DEV_JWT_SECRET)
+    invalid = httpx.post(url, json={"query": "query Bad { noSuchField }", "operationName": "Bad"},
+                         headers={"Authorization": f"Bearer {token}"}, timeout=60).json()
+    assert invalid["errors"], invalid  # a GraphQL error: counted by code in the errors panel
     panels = dashboard_metrics()
     wanted = set().union(*panels.values())
     deadline, text = time.monotonic() + 120, ""
