@@ -60,6 +60,11 @@ class Settings(BaseSettings):
         "through a veth pair at this address (x.y.z.2 of a /30), so `eventray chaos delay-kafka` "
         "can shape its traffic with tc netem"
     )
+    kafka_delay_proxy: bool = Field(
+        default=False, description="opt-in: run Toxiproxy on kafka_port in front of the dev broker (which "
+        "then listens on kafka_port + 2), so `eventray chaos delay-kafka` can delay its traffic on kernels "
+        "without netem; needs Go to build it. Not together with kafka_netns_ip"
+    )
 
     # --- operations ---
     log_json: bool = Field(default=True, description="actors and replicas log JSON lines")

@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("seconds", type=float)
     sub.add_parser("restart-kafka", help="stop and start the broker")
     sub.add_parser("restart-postgres", help="stop (fast) and start PostgreSQL")
-    s = sub.add_parser("delay-kafka", help="delay the broker's traffic by MS (tc netem; needs the netns stack)")
+    s = sub.add_parser("delay-kafka", help="delay the broker's traffic by MS (tc netem in the broker's namespace, or the stack's Toxiproxy)")
     s.add_argument("ms", type=int)
     s.add_argument("--for", dest="seconds", type=float, default=10.0, help="seconds (default 10)")
     s = sub.add_parser("monkey", help="seeded random faults under a workload, then the invariants")

@@ -9,7 +9,9 @@ Every fault takes the *configured* settings of a stack (``EVENTRAY_HOME`` and po
 
 Kafka is paused with SIGSTOP/SIGCONT; delayed with tc netem on the host end of the veth pair
 of the stack's own broker namespace (``EVENTRAY_KAFKA_NETNS_IP``, root, see
-:mod:`eventray.platform.devstack.netns`).
+:mod:`eventray.platform.devstack.netns`), or, on kernels without netem, with a latency toxic
+on the stack's own Toxiproxy in front of the broker (``EVENTRAY_KAFKA_DELAY_PROXY``, see
+:mod:`eventray.platform.devstack.toxiproxy`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from eventray.platform.devstack import _proc, kafka, netns, postgres, rayhead
+from eventray.platform.devstack import _proc, kafka, netns, postgres, rayhead, toxiproxy
 from eventray.platform.devstack.state import effective_settings
 from eventray.platform.errors import StackError
 from eventray.platform.settings import Settings
@@ -203,25 +205,37 @@ def restart_postgres(settings: Settings) -> FaultResult:
 
 
 def delay_kafka(settings: Settings, ms: int, seconds: float = 10.0) -> FaultResult:
-    """Delay traffic to the broker by ``ms`` for ``seconds`` (tc netem on the stack's own veth)."""
+    """Delay traffic to the broker by ``ms`` for ``seconds``.
+
+    tc netem on the stack's own veth when the broker runs in a namespace of its own; a
+    latency toxic on the stack's own Toxiproxy when it runs behind one.
+    """
     _our_broker(settings)
-    netns.set_delay(settings, ms)
+    if settings.kafka_delay_proxy:
+        set_delay, target = toxiproxy.set_delay, f"toxiproxy :{settings.kafka_port}"
+    elif settings.kafka_netns_ip:
+        set_delay, target = netns.set_delay, netns.names(settings).host_if
+    else:
+        raise StackError("this stack's broker runs neither in a network namespace of its own "
+                         "(EVENTRAY_KAFKA_NETNS_IP, root, a kernel with netem) nor behind a delay proxy "
+                         "(EVENTRAY_KAFKA_DELAY_PROXY=1); start it with one of them to delay it")
+    set_delay(settings, ms)
     try:
         time.sleep(seconds)
     finally:
-        netns.set_delay(settings, 0)
+        set_delay(settings, 0)
     t0 = time.monotonic()
-    return FaultResult("delay-kafka", netns.names(settings).host_if, _wait_kafka(settings, t0),
-                       f"{ms} ms for {seconds:.0f}s")
+    return FaultResult("delay-kafka", target, _wait_kafka(settings, t0), f"{ms} ms for {seconds:.0f}s")
 
 
 def delay_available(settings: Settings) -> str | None:
     """None when delay-kafka can run on this stack, else why not."""
-    if not settings.kafka_netns_ip:
-        return "the broker does not run in a network namespace (EVENTRAY_KAFKA_NETNS_IP unset)"
+    if not (settings.kafka_netns_ip or settings.kafka_delay_proxy):
+        return ("the broker runs neither in a network namespace (EVENTRAY_KAFKA_NETNS_IP) nor behind a delay "
+                "proxy (EVENTRAY_KAFKA_DELAY_PROXY)")
     try:
-        netns.set_delay(settings, 1)
-        netns.set_delay(settings, 0)
+        (toxiproxy if settings.kafka_delay_proxy else netns).set_delay(settings, 1)
+        (toxiproxy if settings.kafka_delay_proxy else netns).set_delay(settings, 0)
     except StackError as e:
         return e.message
     return None

@@ -27,8 +27,10 @@ def chaos_env(home: Path, *, base: int = 29000, netns_ip: str | None = None) -> 
         "EVENTRAY_RAY_NUM_CPUS": "2", "EVENTRAY_HTTP_PORT": str(base + 800), "EVENTRAY_PARTITIONS": "2",
         "EVENTRAY_SHARDS": "2", "EVENTRAY_SNAPSHOT_INTERVAL_S": "1.0",
     }
-    if netns_ip:
+    if netns_ip:  # delay-kafka with tc netem (root, a kernel with sch_netem)
         env["EVENTRAY_KAFKA_NETNS_IP"] = netns_ip
+    else:  # delay-kafka with a Toxiproxy in front of the broker: any kernel
+        env["EVENTRAY_KAFKA_DELAY_PROXY"] = "1"
     return env
 
 

@@ -47,11 +47,17 @@ def broker_properties(
     """
     controller_host = "localhost" if listen_host == "0.0.0.0" else listen_host
     port, cport = settings.kafka_port, settings.kafka_controller_port
+    if settings.kafka_delay_proxy:  # clients reach it through the proxy on kafka_port
+        from . import toxiproxy
+
+        listen_port = toxiproxy.broker_port(settings)
+    else:
+        listen_port = port
     return {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@{controller_host}:{cport}",
-        "listeners": f"PLAINTEXT://{listen_host}:{port},CONTROLLER://{listen_host}:{cport}",
+        "listeners": f"PLAINTEXT://{listen_host}:{listen_port},CONTROLLER://{listen_host}:{cport}",
         "advertised.listeners": f"PLAINTEXT://{settings.kafka_netns_ip or '127.0.0.1'}:{port}",
         "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
         "controller.listener.names": "CONTROLLER",
@@ -209,10 +215,19 @@ def start(settings: Settings) -> PieceStatus:
     if pid is None:
         java = prepare(settings)
         prefix: list[str] = []
+        if settings.kafka_netns_ip and settings.kafka_delay_proxy:
+            raise StackError("EVENTRAY_KAFKA_NETNS_IP and EVENTRAY_KAFKA_DELAY_PROXY are two ways to delay the "
+                             "broker; set one of them")
         if settings.kafka_netns_ip:
             from . import netns
 
             prefix = netns.ensure(settings)
+        elif settings.kafka_delay_proxy:
+            from . import toxiproxy
+
+            _proc.require_port(toxiproxy.broker_port(settings), "Kafka behind its delay proxy (kafka_port + 2)",
+                               "kafka_port")
+            _proc.require_port(settings.kafka_controller_port, "Kafka's controller", "kafka_controller_port")
         else:
             _proc.require_port(settings.kafka_port, "Kafka", "kafka_port")
             _proc.require_port(settings.kafka_controller_port, "Kafka's controller", "kafka_controller_port")
@@ -236,6 +251,10 @@ def start(settings: Settings) -> PieceStatus:
         _pid_file(settings).write_text(f"{pid}\n")
         started = True
         log.info("started Kafka (pid %s), log %s", pid, log_file)
+    if settings.kafka_delay_proxy:
+        from . import toxiproxy
+
+        toxiproxy.start(settings)
     _proc.wait_until(
         lambda: ready(settings.kafka_address),
         timeout=90, what=f"Kafka at {settings.kafka_address}",
@@ -247,6 +266,10 @@ def start(settings: Settings) -> PieceStatus:
 
 def stop(settings: Settings) -> bool:
     """SIGTERM the broker and wait for a clean shutdown; True when one was running."""
+    if settings.kafka_delay_proxy:
+        from . import toxiproxy
+
+        toxiproxy.stop(settings)
     pid = _running_pid(settings)
     if pid is None:
         _pid_file(settings).unlink(missing_ok=True)

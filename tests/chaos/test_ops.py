@@ -94,10 +94,29 @@ def test_each_chaos_command_recovers(cli, chaos_stack, args) -> None:
     assert body["data"]["openAccount"]["__typename"] == "CommandSuccess", body
 
 
-def test_delay_kafka_refuses_a_broker_outside_a_namespace_of_its_own(cli, chaos_stack) -> None:
-    out = cli("chaos", "delay-kafka", "100", "--for", "1")
-    assert out.returncode == 1
-    assert "network namespace" in out.stdout + out.stderr
+def test_delay_kafka_slows_the_write_path_then_recovers(chaos_stack) -> None:
+    import subprocess
+
+    from conftest import EVENTRAY
+
+    def open_account() -> float:
+        t0 = time.monotonic()
+        body = _mutation(chaos_stack["graphql"], "openAccount", "OpenAccountInput",
+                         {"accountId": f"dly-{uuid.uuid4().hex[:6]}", "ownerId": "o", "currency": "EUR"},
+                         f"dly-{uuid.uuid4().hex[:8]}")
+        assert body["data"]["openAccount"]["__typename"] == "CommandSuccess", body
+        return time.monotonic() - t0
+
+    fault = subprocess.Popen([EVENTRAY, "chaos", "delay-kafka", "400", "--for", "8"], env=chaos_stack["env"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3.0)  # the CLI connects, checks the stack is its own, adds the delay
+    delayed = open_account()
+    out, err = fault.communicate(timeout=120)
+    assert fault.returncode == 0, out + err
+    assert "recovered after" in out
+    # a command is a Kafka transaction: several requests to the broker, each 400 ms late
+    assert delayed >= 0.4, f"a command took {delayed:.3f}s while every request to the broker was 400 ms late"
+    open_account()  # answers again once the delay is removed
 
 
 def test_chaos_refuses_a_stack_it_did_not_start(tmp_path) -> None:
