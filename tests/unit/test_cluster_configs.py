@@ -64,3 +64,19 @@ def test_kuberay_manifest_has_what_eventray_needs() -> None:
     assert workers["minReplicas"] < workers["maxReplicas"]
     env = {e["name"]: e["value"] for e in workers["template"]["spec"]["containers"][0]["env"]}
     assert env["EVENTRAY_ACTOR_RESOURCE"] == "eventray" and "eventray" in workers["rayStartParams"]["resources"]
+
+
+def test_kuberay_image_is_built_from_the_shipped_dockerfile() -> None:
+    """The manifest's image is the Dockerfile's: Ray's image of the manifest's version plus this wheel."""
+    import re
+    import tomllib
+
+    doc = yaml.safe_load((CLUSTER / "kuberay-rayservice.yaml").read_text())
+    cluster = doc["spec"]["rayClusterConfig"]
+    images = {c["image"] for c in [*cluster["headGroupSpec"]["template"]["spec"]["containers"],
+                                   *cluster["workerGroupSpecs"][0]["template"]["spec"]["containers"]]}
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert images == {f"eventray:{version}"}
+    dockerfile = (CLUSTER / "Dockerfile").read_text()
+    assert re.search(rf"^ARG RAY_VERSION={re.escape(cluster['rayVersion'])}$", dockerfile, re.M)
+    assert f"eventray-{version}-py3-none-any.whl" in dockerfile and "pip install" in dockerfile
