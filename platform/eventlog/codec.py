@@ -26,6 +26,10 @@ from eventray.platform.eventlog.envelope import DecodedRecord, Envelope, Undecod
 
 __all__ = ["EventCodec", "Upcaster"]
 
+#: what msgspec raises for bytes that are not a valid record (invalid UTF-8 in a str field
+#: surfaces as UnicodeDecodeError, not DecodeError)
+_BAD_BYTES = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
+
 #: turns the payload of ``(event_type, from_version)`` into the payload of ``from_version + 1``
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -224,7 +228,7 @@ class EventCodec:
         """
         try:
             env = self._envelope_decoder.decode(value)
-        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        except _BAD_BYTES as e:
             return Undecodable(
                 raw=bytes(value), reason=f"bad envelope: {e}", partition=partition, offset=offset, key=key
             )
@@ -232,7 +236,7 @@ class EventCodec:
         if current == env.schema_version:
             try:
                 event = self._payload_decoder.decode(env.payload)
-            except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            except _BAD_BYTES as e:
                 return self._undecodable(value, env, f"bad payload for {env.event_type}: {e}", partition, offset, key)
             if type(event) is not self._by_tag[env.event_type].cls:
                 return self._undecodable(
@@ -268,7 +272,7 @@ class EventCodec:
         ti = self._by_tag[tag]
         try:
             payload = self._dict_decoder.decode(env.payload)
-        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        except _BAD_BYTES as e:
             return self._undecodable(value, env, f"bad payload for {tag} v{stored}: {e}", partition, offset, key)
         for v in range(stored, current):
             fn = self._upcasters.get((tag, v))

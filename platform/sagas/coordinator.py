@@ -64,7 +64,7 @@ _peek = msgspec.msgpack.Decoder(_Peek).decode
 def _event_type(value: bytes) -> str | None:
     try:
         return _peek(value).event_type
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
         return None  # not an envelope: the full decode reports it where it matters
 
 

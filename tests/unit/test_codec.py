@@ -216,6 +216,17 @@ def test_arbitrary_bytes_never_raise(value):
     assert isinstance(CODEC.decode(value), DecodedRecord | Undecodable)
 
 
+def test_invalid_utf8_in_a_string_field_is_undecodable_not_raised():
+    good = CODEC.encode(AccountOpened(account_id="a", owner="o"), aggregate_type="Account",
+                        aggregate_id="zzzzzz", version=1)
+    at = good.index(b"zzzzzz")
+    bad = good[:at] + b"\x80" + good[at + 1:]  # same length, no longer UTF-8 (msgspec: UnicodeDecodeError)
+    got = CODEC.decode(bad, partition=0, offset=3)
+    assert isinstance(got, Undecodable) and "bad envelope" in got.reason
+    assert [type(r) for r in CODEC.decode_many([(3, None, bad), (4, None, good)], partition=0)] == \
+        [Undecodable, DecodedRecord]
+
+
 def test_decode_many_keeps_order_and_positions():
     good = CODEC.encode(AccountOpened(account_id="a", owner="o"), aggregate_type="Account", aggregate_id="a", version=1)
     got = CODEC.decode_many([(5, b"a", good), (6, b"a", b"junk"), (7, b"a", good)], partition=1)
