@@ -6,11 +6,14 @@ from __future__ import annotations
 import os
 import re
 
+import pytest
+
 
 DURATION = float(os.environ.get("EVENTRAY_MONKEY_DURATION", "45"))
 SEED = int(os.environ.get("EVENTRAY_MONKEY_SEED", "7"))
 
 
+@pytest.mark.timeout(DURATION + 900)  # the faults, then the invariant checks (pyproject's 600 s is per test)
 def test_monkey_loses_nothing(cli, chaos_stack) -> None:
     out = cli("chaos", "monkey", "--duration", str(DURATION), "--seed", str(SEED), timeout=DURATION + 900)
     print(out.stdout)
