@@ -296,7 +296,7 @@ async def _check(settings: Settings, work: _Workload, report: MonkeyReport, clie
         ops, transition_errors = await asyncio.to_thread(
             saga_run_history, bootstrap=settings.kafka_address, event_topic=settings.topic,
             partitions=settings.partitions, saga_topic=saga_composition.saga_topic(settings, saga_settings),
-            saga_partitions=saga_settings.coordinators, acked_starts=work.transfers_acked,
+            saga_partitions=saga_settings.partitions, acked_starts=work.transfers_acked,
             terminal={s.transfer_id: s for s in finals})
         history = check_queue(ops)
         history.transition_errors = transition_errors

@@ -46,12 +46,13 @@ def up(settings: Settings, *, graphql: bool = False, console: Console | None = N
     report = devstack.up(settings, console=console or Console(stderr=True, quiet=True))
     eff = report.settings
     composition.start_shards(eff)
-    if ProjectionStore(eff.dsn).current_version("account_balances") is None:
+    version = ProjectionStore(eff.dsn).current_version("account_balances")
+    if version is None:
         replay(eff, "account_balances", timeout_s=120)
     else:
         from eventray.platform.projections.actor import start_runners
 
-        start_runners(eff, "account_balances", ProjectionStore(eff.dsn).current_version("account_balances"))
+        start_runners(eff, "account_balances", version)
     sagas.start_coordinators(eff, SagaSettings(scorer="rule", coordinators=2),
                              scorer=AmountRuleScorer(limit=10**6))
     out: dict[str, Any] = {"settings": eff}

@@ -119,7 +119,7 @@ def _place_runners(settings: Settings) -> list[str]:
         for name in sorted(PROJECTIONS):
             version = store.current_version(name)
             info = store.version_info(name, version) if version is not None else None
-            if info is None or info.topic != settings.topic:
+            if version is None or info is None or info.topic != settings.topic:
                 continue
             start_runners(settings, name, version, actor_options=composition.placement(settings), changes=changes)
     finally:
@@ -130,13 +130,10 @@ def _place_runners(settings: Settings) -> list[str]:
 def _place_coordinators(settings: Settings, *, replace: bool) -> list[str]:
     try:
         from eventray.platform.sagas import composition as sagas
-        from eventray.platform.sagas.actor import coordinator_name
         from eventray.platform.sagas.settings import SagaSettings
     except ImportError as exc:  # the saga runtime is optional in a build
         log.warning("saga runtime not available (%s); no coordinators placed", exc)
         return []
-    from ray.util import list_named_actors
-
     saga_settings = SagaSettings()
     if saga_settings.scorer == "anomaly" and not _serve_app_running(settings.ml_app_name):
         # else each coordinator fails in ready() with Serve's "no Serve instance running"
@@ -146,11 +143,11 @@ def _place_coordinators(settings: Settings, *, replace: bool) -> list[str]:
             "(an amount limit), deploy the models first, or leave the sagas out with --no-sagas")
     if replace:
         sagas.stop_coordinators(settings, saga_settings)
-    live = {e["name"] for e in list_named_actors(all_namespaces=True)}
-    missing = [i for i in range(saga_settings.coordinators)
-               if coordinator_name(settings.topic, "TransferMoney", i) not in live]
-    sagas.start_coordinators(settings, saga_settings)
-    return [f"started saga coordinators TransferMoney {missing}"] if missing else []
+    from eventray.platform import composition
+
+    changes: list[str] = []
+    sagas.start_coordinators(settings, saga_settings, actor_options=composition.placement(settings), changes=changes)
+    return changes
 
 
 def _serve_app_running(name: str) -> bool:

@@ -74,9 +74,11 @@ def _lags(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
 
         for e in list_named_actors(all_namespaces=True):
             if e.get("namespace") == "eventray" and e.get("name", "").startswith(f"saga:{settings.topic}:"):
-                d = ray.get(ray.get_actor(e["name"], namespace="eventray").describe.remote(), timeout=10)
-                pos = {int(k): v for k, v in (d.get("positions") or {}).items()}
-                sagas[e["name"]] = sum(max(0, end - pos.get(p, 0)) for p, end in ends.items())
+                described: list[dict[str, Any]] = ray.get(ray.get_actor(e["name"], namespace="eventray").describe.remote(), timeout=10)
+                for d in described:  # one per saga partition it drives
+                    pos = {int(k): v for k, v in (d.get("positions") or {}).items()}
+                    sagas[f"{e['name']} [partition {d.get('index')}]"] = sum(
+                        max(0, end - pos.get(p, 0)) for p, end in ends.items())
     except Exception as exc:  # noqa: BLE001 - reported, not fatal
         sagas["error"] = str(exc)
     return projections, sagas

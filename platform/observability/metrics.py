@@ -78,10 +78,10 @@ def _registry() -> dict[str, Any]:
         "projection_dead": counter("eventray_projection_dead_letters", "Records a runner dead-lettered.",
                                    "projection", "partition"),
         # --- sagas ---
-        "saga_in_flight": gauge("eventray_saga_in_flight", "Saga instances not yet terminal.", "saga", "coordinator"),
+        "saga_in_flight": gauge("eventray_saga_in_flight", "Saga instances not yet terminal.", "saga", "partition"),
         "saga_instances": gauge("eventray_saga_instances",
                                 "Saga instances by status (completed, compensated, failed, ...).",
-                                "saga", "coordinator", "status"),
+                                "saga", "partition", "status"),
         # --- GraphQL ---
         "graphql_requests": counter("eventray_graphql_requests", "GraphQL requests by operation.",
                                     "operation", "type"),
@@ -248,12 +248,12 @@ class ProjectionExporter:
         self._stop.set()
 
 
-async def export_saga_forever(saga: str, index: int, describe: Callable[[], dict[str, Any]],
+async def export_saga_forever(saga: str, partition: int, describe: Callable[[], dict[str, Any]],
                               interval_s: float = 5.0) -> None:
-    """In a coordinator's loop: in-flight and per-status instance counts every ``interval_s``."""
+    """In a coordinator's loop: in-flight and per-status instance counts of one saga partition."""
     import asyncio
 
-    tags = {"saga": saga, "coordinator": str(index)}
+    tags = {"saga": saga, "partition": str(partition)}
     while True:
         try:
             d = describe()

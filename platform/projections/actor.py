@@ -227,6 +227,7 @@ def start_runners(settings: Settings, name: str, version: int, *,
     removed: set[str] = set()
     for index, actor in sorted(runner_names(settings, name, version).items()):
         handle = ray.get_actor(actor, namespace=NAMESPACE)
+        owned: list[int] | None
         try:
             owned = ray.get(handle.owned.remote(), timeout=30)
         except Exception as e:  # noqa: BLE001 - unreachable or still starting after a failure: replace it
@@ -243,7 +244,7 @@ def start_runners(settings: Settings, name: str, version: int, *,
     handles = []
     for index, parts in enumerate(desired):
         actor = runner_name(settings.topic, name, version, index)
-        handles.append(ProjectionRunnerActor.options(
+        handles.append(ProjectionRunnerActor.options(  # type: ignore[attr-defined]  # added by @ray.remote
             name=actor, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, **(actor_options or {}),
         ).remote(settings, name, version, parts, fault, autostart))
         if changes is not None and actor not in live:

@@ -1,8 +1,10 @@
 """The Ray shells of the saga runtime: the coordinator actor and the client that reaches them.
 
-``SagaCoordinator`` is a named, detached, restartable async actor around
-:class:`~eventray.platform.sagas.coordinator.SagaCoordinatorService`; the composition root
-builds the service. :class:`SagaClient` routes each saga id to its coordinator.
+``SagaCoordinator`` is a named, detached, restartable async actor around one
+:class:`~eventray.platform.sagas.coordinator.SagaCoordinatorService` per saga-topic partition
+it owns (coordinator i owns the partitions p with p % coordinators == i); the composition
+root builds the services. :class:`SagaClient` routes each saga id to its partition and the
+partition to its coordinator.
 """
 
 from __future__ import annotations
@@ -29,50 +31,67 @@ def coordinator_name(topic: str, saga: str, index: int) -> str:
 
 @ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0, max_concurrency=10_000)  # type: ignore[call-overload]
 class SagaCoordinator:
-    """Coordinator of one saga-topic partition. Call ``ready`` to wait for recovery."""
+    """Coordinates the saga-topic partitions it owns, one service each. ``ready`` waits for recovery.
 
-    def __init__(self, settings: Settings, saga_settings: Any, saga: str, index: int,
+    Calls about one saga name its partition (the client computes it with ``owner_of``); a
+    partition this actor does not own is refused with :class:`PartitionMoved` (nothing done,
+    send again after looking the owner up).
+    """
+
+    def __init__(self, settings: Settings, saga_settings: Any, saga: str, partitions: list[int],
                  scorer: Any = None) -> None:
         from eventray.platform.sagas import composition
 
         from eventray.platform.observability import logs
 
         logs.configure(json_lines=settings.log_json)
-        self._metrics_task: Any = None
-        self._settings, self._saga_settings, self._index = settings, saga_settings, index
+        self._metrics_tasks: list[Any] = []
+        self._settings, self._saga_settings, self._partitions = settings, saga_settings, sorted(partitions)
         self._saga, self._scorer = saga, scorer
-        self._service: Any = None
+        self._services: dict[int, Any] = {}
         self._composition = composition
 
-    async def _svc(self) -> Any:
-        if self._service is None:  # built inside the actor's loop: the bus binds to it
-            self._service = self._composition.build_coordinator(
-                self._settings, self._saga_settings, self._saga, self._index, scorer=self._scorer)
+    async def _svc(self, partition: int) -> Any:
+        if partition not in self._partitions:
+            from eventray.platform.errors import PartitionMoved
+
+            raise PartitionMoved(f"saga coordinator owning {self._partitions} does not own saga partition "
+                                 f"{partition}; look the owner up and send again", partition=partition)
+        svc = self._services.get(partition)
+        if svc is None:  # built inside the actor's loop: the bus binds to it
+            svc = self._services[partition] = self._composition.build_coordinator(
+                self._settings, self._saga_settings, self._saga, partition, scorer=self._scorer)
             from eventray.platform.observability.metrics import export_saga_forever
 
-            self._metrics_task = asyncio.ensure_future(
-                export_saga_forever(self._saga, self._index, self._service.describe))
-        await self._service.start()
-        return self._service
+            self._metrics_tasks.append(asyncio.ensure_future(export_saga_forever(self._saga, partition, svc.describe)))
+        await svc.start()
+        return svc
 
-    async def ready(self) -> dict[str, Any]:
-        return (await self._svc()).describe()
+    async def _all(self) -> list[Any]:
+        return [await self._svc(p) for p in self._partitions]
 
-    async def request(self, request: bytes) -> bytes:
-        svc = await self._svc()
+    async def ready(self) -> list[dict[str, Any]]:
+        return [svc.describe() for svc in await self._all()]
+
+    def owned(self) -> list[int]:
+        """The saga-topic partitions this coordinator drives."""
+        return list(self._partitions)
+
+    async def request(self, partition: int, request: bytes) -> bytes:
+        svc = await self._svc(partition)
         req = msgspec.msgpack.decode(request, type=svc.definition.request_type)
         return msgspec.msgpack.encode(await svc.request(req))
 
-    async def run(self, request: bytes, timeout_s: float = 120.0) -> bytes:
+    async def run(self, partition: int, request: bytes, timeout_s: float = 120.0) -> bytes:
         """Start (idempotently) and wait until the saga is terminal; its final state."""
-        svc = await self._svc()
+        svc = await self._svc(partition)
         req = msgspec.msgpack.decode(request, type=svc.definition.request_type)
         await svc.request(req)
         return msgspec.msgpack.encode(await svc.wait_terminal(svc.definition.saga_id(req), timeout_s))
 
-    async def run_many(self, requests: list[bytes], timeout_s: float = 120.0) -> list[bytes | None]:
+    async def run_many(self, partition: int, requests: list[bytes], timeout_s: float = 120.0) -> list[bytes | None]:
         """:meth:`run` for a batch; ``None`` for an item that failed (send it again)."""
-        svc = await self._svc()
+        svc = await self._svc(partition)
         decode = msgspec.msgpack.Decoder(svc.definition.request_type).decode
 
         async def one(raw: bytes) -> bytes | None:
@@ -86,9 +105,9 @@ class SagaCoordinator:
 
         return list(await asyncio.gather(*(one(r) for r in requests)))
 
-    async def request_many(self, requests: list[bytes]) -> list[str | None]:
+    async def request_many(self, partition: int, requests: list[bytes]) -> list[str | None]:
         """Start a batch of sagas; the saga id of each started one, ``None`` for a failure."""
-        svc = await self._svc()
+        svc = await self._svc(partition)
         decode = msgspec.msgpack.Decoder(svc.definition.request_type).decode
 
         async def one(raw: bytes) -> str | None:
@@ -102,31 +121,31 @@ class SagaCoordinator:
 
         return list(await asyncio.gather(*(one(r) for r in requests)))
 
-    async def wait_any(self, saga_ids: list[str], timeout_s: float) -> list[tuple[str, bytes]]:
+    async def wait_any(self, partition: int, saga_ids: list[str], timeout_s: float) -> list[tuple[str, bytes]]:
         """Terminal states among ``saga_ids``, as soon as one of them is terminal."""
-        done = await (await self._svc()).wait_any(saga_ids, timeout_s)
+        done = await (await self._svc(partition)).wait_any(saga_ids, timeout_s)
         return [(sid, msgspec.msgpack.encode(state)) for sid, state in done]
 
-    async def get(self, saga_id: str) -> bytes | None:
-        state = (await self._svc()).get(saga_id)
+    async def get(self, partition: int, saga_id: str) -> bytes | None:
+        state = (await self._svc(partition)).get(saga_id)
         return None if state is None else msgspec.msgpack.encode(state)
 
     async def by_account(self, account_id: str) -> bytes:
-        return msgspec.msgpack.encode((await self._svc()).by_account(account_id))
+        return msgspec.msgpack.encode([s for svc in await self._all() for s in svc.by_account(account_id)])
 
     async def stuck(self, older_than_ms: int) -> bytes:
-        return msgspec.msgpack.encode((await self._svc()).stuck(older_than_ms))
+        return msgspec.msgpack.encode([s for svc in await self._all() for s in svc.stuck(older_than_ms)])
 
     async def all_states(self) -> bytes:
-        svc = await self._svc()
-        return msgspec.msgpack.encode([i.state for i in svc.instances.values()])
+        return msgspec.msgpack.encode([i.state for svc in await self._all() for i in svc.instances.values()])
 
-    async def describe(self) -> dict[str, Any]:
-        return (await self._svc()).describe()
+    async def describe(self) -> list[dict[str, Any]]:
+        """One entry per owned partition (``index`` is the partition)."""
+        return [svc.describe() for svc in await self._all()]
 
     async def stop(self) -> None:
-        if self._service is not None:
-            await self._service.stop()
+        for svc in self._services.values():
+            await svc.stop()
 
     def pid(self) -> int:
         import os
@@ -141,36 +160,65 @@ class SagaClient:
     request is idempotent by its saga id).
     """
 
-    def __init__(self, settings: Settings, *, coordinators: int, saga: str = "TransferMoney") -> None:
+    def __init__(self, settings: Settings, *, partitions: int, coordinators: int, saga: str = "TransferMoney") -> None:
         from eventray.platform.sagas.coordinator import owner_of
         from eventray.sagas import SAGAS
 
         self._settings = settings
-        self._n = coordinators
+        self._partitions = partitions
+        self._n = max(1, min(coordinators, partitions))  # coordinator actors
         self._saga = saga
         self._owner_of = owner_of
         self._definition = SAGAS[saga]
         self._state_dec = msgspec.msgpack.Decoder(self._definition.state_type)
         self._list_dec = msgspec.msgpack.Decoder(list[self._definition.state_type])  # type: ignore[name-defined]
-        self._handles: dict[int, Any] = {}
+        self._handles: dict[str, Any] = {}
+        self._owners: dict[int, str] | None = None
         self._lanes: dict[int, list[tuple[bytes, asyncio.Future[Any]]]] = {}
         self._in_flight: dict[int, int] = {}
         self._starting: dict[int, list[tuple[bytes, str, asyncio.Future[Any]]]] = {}
         self._waiting: dict[int, dict[str, asyncio.Future[Any]]] = {}
         self._polling: dict[int, bool] = {}
 
-    def _handle(self, index: int) -> Any:
-        h = self._handles.get(index)
+    def _fallback(self, partition: int) -> str:
+        return coordinator_name(self._settings.topic, self._saga, partition % self._n)
+
+    async def _owners_map(self) -> dict[int, str]:
+        """``{saga partition: coordinator actor name}``, asked of the live coordinators.
+
+        Cached until a call fails, so the client follows a change in the number of
+        coordinators (as the command bus follows the shards).
+        """
+        if self._owners is None:
+            from ray.util import list_named_actors
+
+            prefix = f"saga:{self._settings.topic}:{self._saga}:"
+            names = [e["name"] for e in list_named_actors(all_namespaces=True)
+                     if e.get("namespace") == NAMESPACE and e.get("name", "").startswith(prefix)]
+
+            async def owned(name: str) -> tuple[str, list[int]]:
+                try:
+                    return name, await asyncio.wait_for(self._handle(name).owned.remote(), 5.0)
+                except Exception:  # noqa: BLE001 - starting or being removed: owns nothing now
+                    self._handles.pop(name, None)
+                    return name, []
+
+            found = await asyncio.gather(*(owned(n) for n in names))
+            self._owners = {p: name for name, parts in found for p in parts}
+        return self._owners
+
+    def _handle(self, name: str) -> Any:
+        h = self._handles.get(name)
         if h is None:
-            h = self._handles[index] = ray.get_actor(coordinator_name(self._settings.topic, self._saga, index),
-                                                     namespace=NAMESPACE)
+            h = self._handles[name] = ray.get_actor(name, namespace=NAMESPACE)
         return h
 
-    async def _call(self, index: int, method: str, *args: Any, timeout_s: float = 30.0) -> Any:
+    async def _call(self, name: str, method: str, *args: Any, timeout_s: float = 30.0) -> Any:
         try:
-            return await asyncio.wait_for(getattr(self._handle(index), method).remote(*args), timeout_s)
+            return await asyncio.wait_for(getattr(self._handle(name), method).remote(*args), timeout_s)
         except Exception as e:
-            self._handles.pop(index, None)
+            self._handles.pop(name, None)
+            self._owners = None  # look the owners up again before the next call
             from eventray.platform.errors import EventrayError
 
             cause = getattr(e, "cause", None)
@@ -178,21 +226,36 @@ class SagaClient:
                 raise cause from None
             if isinstance(e, EventrayError):
                 raise
-            raise ServiceUnavailable(f"saga coordinator {index} unavailable ({type(e).__name__}); retry") from e
+            raise ServiceUnavailable(f"saga coordinator {name} unavailable ({type(e).__name__}); retry") from e
 
     def owner(self, saga_id: str) -> int:
-        return self._owner_of(saga_id, self._n)
+        """The saga-topic partition of ``saga_id``."""
+        return self._owner_of(saga_id, self._partitions)
+
+    async def _on(self, partition: int, method: str, *args: Any, timeout_s: float = 30.0) -> Any:
+        """Call ``method(partition, *args)`` on the coordinator owning ``partition``."""
+        name = (await self._owners_map()).get(partition) or self._fallback(partition)
+        return await self._call(name, method, partition, *args, timeout_s=timeout_s)
+
+    async def _each(self, method: str, *args: Any) -> list[Any]:
+        """``method(*args)`` on every coordinator (each answers for the partitions it owns)."""
+        owners = await self._owners_map()
+        if set(owners) == set(range(self._partitions)):
+            names = sorted(set(owners.values()))
+        else:  # some partition has no live owner right now: ask by the configured count (fails, retry)
+            names = [self._fallback(i) for i in range(self._n)]
+        return list(await asyncio.gather(*(self._call(n, method, *args) for n in names)))
 
     async def request(self, request: Any) -> Any:
         """Start a saga (idempotent by its id); its state once the start is committed."""
         sid = self._definition().saga_id(request)
-        return self._state_dec.decode(await self._call(self.owner(sid), "request", msgspec.msgpack.encode(request)))
+        return self._state_dec.decode(await self._on(self.owner(sid), "request", msgspec.msgpack.encode(request)))
 
     async def run(self, request: Any, timeout_s: float = 120.0) -> Any:
         """Start a saga and wait for its terminal state."""
         sid = self._definition().saga_id(request)
-        return self._state_dec.decode(await self._call(self.owner(sid), "run", msgspec.msgpack.encode(request),
-                                                       timeout_s, timeout_s=timeout_s + 10))
+        return self._state_dec.decode(await self._on(self.owner(sid), "run", msgspec.msgpack.encode(request),
+                                                     timeout_s, timeout_s=timeout_s + 10))
 
     async def run_batched(self, request: Any, timeout_s: float = 120.0) -> Any:
         """:meth:`run`, micro-batched: concurrent calls for one coordinator share one Ray call
@@ -216,7 +279,7 @@ class SagaClient:
 
     async def _run_batch(self, index: int, batch: list[tuple[bytes, asyncio.Future[Any]]], timeout_s: float) -> None:
         try:
-            results = await self._call(index, "run_many", [r for r, _ in batch], timeout_s, timeout_s=timeout_s + 10)
+            results = await self._on(index, "run_many", [r for r, _ in batch], timeout_s, timeout_s=timeout_s + 10)
         except Exception as e:  # noqa: BLE001 - every item fails alike
             for _, fut in batch:
                 if not fut.done():
@@ -253,7 +316,7 @@ class SagaClient:
         if not batch:
             return
         try:
-            ids = await self._call(index, "request_many", [r for r, _, _ in batch])
+            ids = await self._on(index, "request_many", [r for r, _, _ in batch])
         except Exception as e:  # noqa: BLE001 - every item fails alike
             ids = [None] * len(batch)
             err: Exception = e
@@ -279,7 +342,7 @@ class SagaClient:
                 if not waiting:
                     break
                 try:
-                    done = await self._call(index, "wait_any", list(waiting), 0.5)
+                    done = await self._on(index, "wait_any", list(waiting), 0.5)
                 except Exception as e:  # noqa: BLE001 - the coordinator restarts: callers resend
                     for f in waiting.values():
                         if not f.done():
@@ -294,21 +357,23 @@ class SagaClient:
             self._polling[index] = False
 
     async def get(self, saga_id: str) -> Any | None:
-        raw = await self._call(self.owner(saga_id), "get", saga_id)
+        raw = await self._on(self.owner(saga_id), "get", saga_id)
         return None if raw is None else self._state_dec.decode(raw)
 
     async def by_account(self, account_id: str) -> list[Any]:
-        parts = await asyncio.gather(*(self._call(i, "by_account", account_id) for i in range(self._n)))
+        parts = await self._each("by_account", account_id)
         out = [s for raw in parts for s in self._list_dec.decode(raw)]
         return sorted(out, key=lambda s: getattr(s, "requested_at_ms", 0), reverse=True)
 
     async def stuck(self, older_than_ms: int = 60_000) -> list[Any]:
-        parts = await asyncio.gather(*(self._call(i, "stuck", older_than_ms) for i in range(self._n)))
+        parts = await self._each("stuck", older_than_ms)
         return [s for raw in parts for s in self._list_dec.decode(raw)]
 
     async def all_states(self) -> list[Any]:
-        parts = await asyncio.gather(*(self._call(i, "all_states") for i in range(self._n)))
+        parts = await self._each("all_states")
         return [s for raw in parts for s in self._list_dec.decode(raw)]
 
     async def describe(self) -> list[dict[str, Any]]:
-        return list(await asyncio.gather(*(self._call(i, "describe") for i in range(self._n))))
+        """One entry per saga-topic partition, from the coordinators that own them."""
+        parts = await self._each("describe")
+        return sorted((d for part in parts for d in part), key=lambda d: d["index"])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import logging
+import time
 from typing import Any
 
 from eventray.platform import composition
@@ -10,8 +12,10 @@ from eventray.platform.errors import ConfigurationError
 from eventray.platform.sagas.settings import SagaSettings
 from eventray.platform.settings import Settings
 
+log = logging.getLogger("eventray.sagas")
+
 __all__ = [
-    "build_coordinator", "build_scorer", "ensure_saga_topic", "read_saga_log", "saga_client", "saga_topic",
+    "build_coordinator", "build_scorer", "coordinator_assignment", "coordinator_names", "ensure_saga_topic", "read_saga_log", "saga_client", "saga_topic",
     "start_coordinators", "stop_coordinators", "transfer_policy",
 ]
 
@@ -32,7 +36,13 @@ def group_id(settings: Settings, saga_settings: SagaSettings, saga: str, index: 
 def ensure_saga_topic(settings: Settings, saga_settings: SagaSettings) -> None:
     from eventray.platform.eventlog.admin import ensure_topic
 
-    ensure_topic(settings.kafka_address, saga_topic(settings, saga_settings), saga_settings.coordinators)
+    ensure_topic(settings.kafka_address, saga_topic(settings, saga_settings), saga_settings.partitions)
+
+
+def coordinator_assignment(saga_settings: SagaSettings) -> list[list[int]]:
+    """Saga-topic partitions per coordinator actor: partition p goes to coordinator p % coordinators."""
+    n = max(1, min(saga_settings.coordinators, saga_settings.partitions))
+    return [[p for p in range(saga_settings.partitions) if p % n == i] for i in range(n)]
 
 
 def transfer_policy(saga_settings: SagaSettings) -> Any:
@@ -75,6 +85,9 @@ def read_saga_log(settings: Settings, saga_settings: SagaSettings, partition: in
 def build_coordinator(settings: Settings, saga_settings: SagaSettings, saga: str, index: int, *,
                       scorer: Any = None) -> Any:
     """The coordinator service of ``saga`` for saga-topic partition ``index`` (call in a running loop)."""
+    if not 0 <= index < saga_settings.partitions:
+        raise ConfigurationError(f"saga partition {index} does not exist: the saga topic has "
+                                 f"{saga_settings.partitions} (EVENTRAY_SAGA_PARTITIONS)")
     from eventray.platform.eventlog.writer import TransactionalWriter
     from eventray.platform.sagas.consumer import EventConsumer
     from eventray.platform.sagas.coordinator import CoordinatorConfig, SagaCoordinatorService
@@ -88,7 +101,7 @@ def build_coordinator(settings: Settings, saga_settings: SagaSettings, saga: str
     fraud = scorer if scorer is not None else build_scorer(settings, saga_settings)
     definition = SAGAS[saga](transfer_policy(saga_settings))
     return SagaCoordinatorService(
-        index=index, coordinators=saga_settings.coordinators, definition=definition,
+        index=index, coordinators=saga_settings.partitions, definition=definition,
         event_topic=settings.topic, saga_topic=topic,
         make_writer=lambda: TransactionalWriter(
             bootstrap=settings.kafka_address, topic=topic, partition=index,
@@ -107,9 +120,47 @@ def build_coordinator(settings: Settings, saga_settings: SagaSettings, saga: str
     )
 
 
+def coordinator_names(settings: Settings, saga: str = "TransferMoney") -> dict[int, str]:
+    """``{index: actor name}`` of the live coordinator actors of ``saga`` (any count)."""
+    from ray.util import list_named_actors
+
+    from eventray.platform.sagas.actor import NAMESPACE
+
+    prefix = f"saga:{settings.topic}:{saga}:"
+    out: dict[int, str] = {}
+    for entry in list_named_actors(all_namespaces=True):
+        name = entry.get("name", "")
+        if entry.get("namespace") == NAMESPACE and name.startswith(prefix) and name[len(prefix):].isdigit():
+            out[int(name[len(prefix):])] = name
+    return out
+
+
+def _remove(handle: Any, name: str) -> None:
+    import ray
+
+    try:
+        ray.get(handle.stop.remote(), timeout=20)
+    except Exception as e:  # noqa: BLE001 - killing it below is the fallback; the next owner fences it
+        log.warning("saga coordinator %s did not stop cleanly: %s", name, e)
+    ray.kill(handle, no_restart=True)
+
+
+def _wait_names_free(settings: Settings, saga: str, names: set[str], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s  # a killed actor frees its name a little later
+    while names & set(coordinator_names(settings, saga).values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def start_coordinators(settings: Settings, saga_settings: SagaSettings, *, saga: str = "TransferMoney",
-                       scorer: Any = None, wait: bool = True) -> list[Any]:
-    """Create (or find) the named coordinator actors and wait until they have recovered."""
+                       scorer: Any = None, wait: bool = True, actor_options: dict[str, Any] | None = None,
+                       changes: list[str] | None = None) -> list[Any]:
+    """Bring the coordinator actors of ``saga`` to :func:`coordinator_assignment`; their handles.
+
+    A coordinator whose partitions change, or that is beyond the new count, is stopped and
+    removed first; then the missing ones start, each recovering its partitions from the saga
+    topic (``init_transactions`` on a partition's transactional id fences any incarnation that
+    might still write it). ``changes`` (when given) receives a line per change.
+    """
     import ray
 
     from eventray.platform.sagas.actor import NAMESPACE, SagaCoordinator, coordinator_name
@@ -117,39 +168,57 @@ def start_coordinators(settings: Settings, saga_settings: SagaSettings, *, saga:
     composition.connect_ray(settings)
     composition.ensure_event_topic(settings)
     ensure_saga_topic(settings, saga_settings)
-    handles = [
-        SagaCoordinator.options(  # type: ignore[attr-defined]  # added by @ray.remote
-            name=coordinator_name(settings.topic, saga, i), namespace=NAMESPACE, lifetime="detached",
-            get_if_exists=True,
-        ).remote(settings, saga_settings, saga, i, scorer)
-        for i in range(saga_settings.coordinators)
-    ]
+    desired = coordinator_assignment(saga_settings)
+    removed: set[str] = set()
+    for index, name in sorted(coordinator_names(settings, saga).items()):
+        handle = ray.get_actor(name, namespace=NAMESPACE)
+        owned: list[int] | None
+        try:
+            owned = ray.get(handle.owned.remote(), timeout=30)
+        except Exception as e:  # noqa: BLE001 - unreachable, or an older build without owned(): replace it
+            log.warning("saga coordinator %s did not answer (%s); replacing it", name, e)
+            owned = None
+        if index < len(desired) and owned == desired[index]:
+            continue
+        _remove(handle, name)
+        removed.add(name)
+        if changes is not None:
+            changes.append(f"removed saga coordinator {name} (partitions {owned})")
+    _wait_names_free(settings, saga, removed)
+    live = set(coordinator_names(settings, saga).values())
+    handles = []
+    for i, parts in enumerate(desired):
+        name = coordinator_name(settings.topic, saga, i)
+        handles.append(SagaCoordinator.options(  # type: ignore[attr-defined]  # added by @ray.remote
+            name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, **(actor_options or {}),
+        ).remote(settings, saga_settings, saga, parts, scorer))
+        if changes is not None and name not in live:
+            changes.append(f"started saga coordinator {name} (partitions {parts})")
     if wait:
         ray.get([h.ready.remote() for h in handles])
     return handles
 
 
 def stop_coordinators(settings: Settings, saga_settings: SagaSettings, *, saga: str = "TransferMoney") -> None:
-    """Stop and remove the coordinator actors of ``saga`` on ``settings.topic``."""
+    """Stop and remove every coordinator actor of ``saga`` on ``settings.topic``, whatever their count."""
     import ray
 
-    from eventray.platform.sagas.actor import NAMESPACE, coordinator_name
+    from eventray.platform.sagas.actor import NAMESPACE
 
     composition.connect_ray(settings)
-    for i in range(saga_settings.coordinators):
+    names = coordinator_names(settings, saga)
+    for name in names.values():
         try:
-            handle = ray.get_actor(coordinator_name(settings.topic, saga, i), namespace=NAMESPACE)
+            handle = ray.get_actor(name, namespace=NAMESPACE)
         except ValueError:
             continue
-        try:
-            ray.get(handle.stop.remote(), timeout=20)
-        except Exception:  # noqa: BLE001 - killing it below is the fallback
-            pass
-        ray.kill(handle, no_restart=True)
+        _remove(handle, name)
+    _wait_names_free(settings, saga, set(names.values()))
 
 
 def saga_client(settings: Settings, saga_settings: SagaSettings, *, saga: str = "TransferMoney") -> Any:
     from eventray.platform.sagas.actor import SagaClient
 
     composition.connect_ray(settings)
-    return SagaClient(settings, coordinators=saga_settings.coordinators, saga=saga)
+    return SagaClient(settings, partitions=saga_settings.partitions, coordinators=saga_settings.coordinators,
+                      saga=saga)

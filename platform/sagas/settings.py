@@ -11,7 +11,10 @@ class SagaSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="EVENTRAY_SAGA_", extra="ignore", frozen=True)
 
-    coordinators: int = Field(default=2, ge=1, description="coordinator actors; also the saga topic's partitions")
+    partitions: int = Field(default=2, ge=1, description="the saga topic's partitions, fixed when it is created "
+                            "(a saga id's partition must never change); the most coordinators that can share work")
+    coordinators: int = Field(default=2, ge=1, description="coordinator actors; coordinator i drives the saga "
+                              "partitions p with p % coordinators == i (more than partitions is the same as partitions)")
     topic_suffix: str = Field(default=".sagas", description="saga topic = <event topic><suffix>")
     fraud_threshold: float = Field(default=0.15, description="anomaly score above which a transfer is refused")
     scorer: str = Field(default="anomaly", description="'anomaly' (the ML deployment) or 'rule' (amount limit)")

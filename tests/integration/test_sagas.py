@@ -90,7 +90,8 @@ async def run_transfer(client, req: TransferRequest, acked: set[str], budget_s: 
                 acked.add(req.transfer_id)
             return await client.run(req, 30.0)
         except EventrayError as e:
-            if not getattr(e, "code", "") in ("UNAVAILABLE", "COMMIT_FAILED", "COMMIT_UNKNOWN", "RECOVERING"):
+            if not getattr(e, "code", "") in ("UNAVAILABLE", "PARTITION_MOVED", "COMMIT_FAILED", "COMMIT_UNKNOWN",
+                                              "RECOVERING"):
                 raise
         except Exception:  # noqa: BLE001 - a coordinator restarting: send again
             pass
@@ -141,7 +142,7 @@ def log_movements(settings) -> dict[str, Counter]:
 def check_history(settings, ss, acked, finals) -> None:
     ops, transition_errors = saga_run_history(
         bootstrap=settings.kafka_address, event_topic=settings.topic, partitions=settings.partitions,
-        saga_topic=sagas.saga_topic(settings, ss), saga_partitions=ss.coordinators,
+        saga_topic=sagas.saga_topic(settings, ss), saga_partitions=ss.partitions,
         acked_starts=acked, terminal={s.transfer_id: s for s in finals})
     report = check_queue(ops)
     report.transition_errors = transition_errors
@@ -413,3 +414,80 @@ async def test_fraud_step_scores_with_the_anomaly_model_deployment(env, tmp_path
         assert_conserved_and_once(settings, finals, before, await balances(bus, accounts))
     finally:
         serve.delete(app)
+
+
+# --- coordinators scale apart from the saga topic's partitions --------------------------------
+
+
+async def test_coordinators_scale_4_2_1_4_over_four_partitions_while_transfers_run(env) -> None:
+    settings, made = env
+    ss4 = saga_settings(made, partitions=4, coordinators=4)
+    composition.start_shards(settings)
+    scorer = AmountRuleScorer(limit=RULE_LIMIT)
+    sagas.start_coordinators(settings, ss4, scorer=scorer)
+    bus = composition.command_bus(settings)
+    client = sagas.saga_client(settings, ss4)  # one client throughout: it follows the owners
+    rng = random.Random(3)
+    accounts, before = await setup_accounts(bus, rng, 30, "s")
+    requests = [TransferRequest(transfer_id=f"sc-{i}", from_account=a, to_account=b, amount=rng.randint(1, 300),
+                                currency="EUR")
+                for i, (a, b) in enumerate(rng.sample(accounts, 2) for _ in range(4_000))]
+    acked: set[str] = set()
+    doubles: list[dict] = []
+    stop = asyncio.Event()
+
+    def claims() -> dict[int, list[int]]:
+        out = {}
+        for index, name in sagas.coordinator_names(settings).items():
+            try:
+                out[index] = ray.get(ray.get_actor(name, namespace=NAMESPACE).owned.remote(), timeout=2)
+            except Exception:  # noqa: BLE001 - starting or being removed
+                continue
+        return out
+
+    async def watch() -> None:  # a saga partition may never have two coordinators at once
+        while not stop.is_set():
+            c = await asyncio.to_thread(claims)
+            owned = [p for parts in c.values() for p in parts]
+            if len(owned) != len(set(owned)):
+                doubles.append(c)
+            await asyncio.sleep(0.05)
+
+    rescaled = asyncio.Event()
+    finished: list = []
+    progress: list[int] = []  # transfers finished when each step began
+
+    async def rescale() -> list[list[str]]:
+        steps = []
+        for n, owners in ((2, {0: [0, 2], 1: [1, 3]}), (1, {0: [0, 1, 2, 3]}), (4, {i: [i] for i in range(4)})):
+            await asyncio.sleep(1.5)
+            progress.append(len(finished))
+            changes: list[str] = []
+            step = saga_settings(made, partitions=4, coordinators=n)
+            await asyncio.to_thread(sagas.start_coordinators, settings, step, scorer=scorer, changes=changes)
+            assert await asyncio.to_thread(claims) == owners, changes
+            steps.append(changes)
+        rescaled.set()
+        return steps
+
+    async def transfers() -> list:
+        # waves of 40 until every step is done, so that each rescale meets live sagas
+        for i in range(0, len(requests), 40):
+            if rescaled.is_set() and i >= 400:
+                break
+            finished.extend(await asyncio.gather(*(run_transfer(client, r, acked) for r in requests[i:i + 40])))
+        return finished
+
+    watcher = asyncio.ensure_future(watch())
+    finals, steps = await asyncio.gather(transfers(), rescale())
+    stop.set()
+    await watcher
+    print("rescale steps:", steps, "transfers finished before each step:", progress, "in all:", len(finals))
+    assert progress[0] > 0 and progress[0] < progress[1] < progress[2] < len(finals), progress  # sagas ran throughout
+    assert [sum(c.startswith("removed") for c in s) for s in steps] == [4, 2, 1]
+    assert [sum(c.startswith("started") for c in s) for s in steps] == [2, 1, 4]
+    assert not doubles, doubles[:3]
+    assert all(s.status in TERMINAL for s in finals)
+    after = await balances(bus, accounts)
+    assert_conserved_and_once(settings, finals, before, after)
+    check_history(settings, ss4, acked, finals)
