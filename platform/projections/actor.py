@@ -45,12 +45,16 @@ def projection(name: str, settings: Settings | None = None) -> Projection:
     return cls() if settings is None else cls.build(settings)
 
 
+def _prefix(topic: str, name: str, version: int) -> str:
+    return f"projection:{topic}:{name}:v{version}:"
+
+
 def runner_name(topic: str, name: str, version: int, index: int) -> str:
     """The Ray actor name of runner ``index`` of ``name`` v``version`` on ``topic``.
 
     With one runner per partition (the default) the index is the partition.
     """
-    return f"projection:{topic}:{name}:v{version}:{index}"
+    return f"{_prefix(topic, name, version)}{index}"
 
 
 def runner_assignment(settings: Settings) -> list[list[int]]:
@@ -62,15 +66,9 @@ def runner_assignment(settings: Settings) -> list[list[int]]:
 
 def runner_names(settings: Settings, name: str, version: int) -> dict[int, str]:
     """``{index: actor name}`` of the live runner actors of ``name`` v``version`` (any count)."""
-    from ray.util import list_named_actors
+    from eventray.platform.runtime.actors import indexed_actors
 
-    prefix = f"projection:{settings.topic}:{name}:v{version}:"
-    out: dict[int, str] = {}
-    for entry in list_named_actors(all_namespaces=True):
-        actor = entry.get("name", "")
-        if entry.get("namespace") == NAMESPACE and actor.startswith(prefix) and actor[len(prefix):].isdigit():
-            out[int(actor[len(prefix):])] = actor
-    return out
+    return indexed_actors(_prefix(settings.topic, name, version))
 
 
 def build_runner(settings: Settings, name: str, version: int, partition: int, *,
@@ -192,21 +190,6 @@ class ProjectionRunnerActor:
         return os.getpid()
 
 
-def _remove(handle: Any, label: str) -> None:
-    """Stop a runner actor after its current batches, then kill it (no restart)."""
-    try:
-        ray.get(handle.stop.remote(), timeout=15)
-    except Exception as e:  # noqa: BLE001 - killing it below is the fallback; a killed batch rolls back
-        log.warning("runner %s did not stop cleanly: %s", label, e)
-    ray.kill(handle, no_restart=True)
-
-
-def _wait_names_free(settings: Settings, name: str, version: int, names: set[str], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s  # a killed actor frees its name a little later
-    while names & set(runner_names(settings, name, version).values()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
 def start_runners(settings: Settings, name: str, version: int, *,
                   fault: FaultPoint | dict[int, FaultPoint] | None = None, autostart: bool = True,
                   wait: bool = True, actor_options: dict[str, Any] | None = None,
@@ -216,39 +199,23 @@ def start_runners(settings: Settings, name: str, version: int, *,
     Runners whose partitions stay the same are left alone. Each one whose partitions change,
     or that is beyond the new count, is stopped first (its batches in flight commit or roll
     back) and removed; then the missing runners start and resume from the stored offsets. So
-    a partition never has two runners. ``changes`` (when given) receives a line per change.
-    ``actor_options`` adds Ray actor options, e.g. the placement from
-    :func:`eventray.platform.composition.placement`. ``fault`` is a test hook, by partition.
+    a partition never has two runners (see :func:`eventray.platform.runtime.actors.place`).
+    ``changes`` (when given) receives a line per change. ``actor_options`` adds Ray actor
+    options, e.g. the placement from :func:`eventray.platform.composition.placement`.
+    ``fault`` is a test hook, by partition.
     """
     from eventray.platform import composition
+    from eventray.platform.runtime.actors import place
 
     composition.connect_ray(settings)
-    desired = runner_assignment(settings)
-    removed: set[str] = set()
-    for index, actor in sorted(runner_names(settings, name, version).items()):
-        handle = ray.get_actor(actor, namespace=NAMESPACE)
-        owned: list[int] | None
-        try:
-            owned = ray.get(handle.owned.remote(), timeout=30)
-        except Exception as e:  # noqa: BLE001 - unreachable or still starting after a failure: replace it
-            log.warning("runner %s did not answer (%s); replacing it", actor, e)
-            owned = None
-        if index < len(desired) and owned == desired[index]:
-            continue
-        _remove(handle, actor)
-        removed.add(actor)
-        if changes is not None:
-            changes.append(f"removed projection runner {actor} (partitions {owned})")
-    _wait_names_free(settings, name, version, removed)
-    live = set(runner_names(settings, name, version).values())
-    handles = []
-    for index, parts in enumerate(desired):
-        actor = runner_name(settings.topic, name, version, index)
-        handles.append(ProjectionRunnerActor.options(  # type: ignore[attr-defined]  # added by @ray.remote
+
+    def create(actor: str, parts: list[int]) -> Any:
+        return ProjectionRunnerActor.options(  # type: ignore[attr-defined]  # added by @ray.remote
             name=actor, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, **(actor_options or {}),
-        ).remote(settings, name, version, parts, fault, autostart))
-        if changes is not None and actor not in live:
-            changes.append(f"started projection runner {actor} (partitions {parts})")
+        ).remote(settings, name, version, parts, fault, autostart)
+
+    handles = place(_prefix(settings.topic, name, version), runner_assignment(settings), create,
+                    what="projection runner", changes=changes)
     if wait:
         ray.get([h.describe.remote() for h in handles])
     return handles
@@ -257,34 +224,16 @@ def start_runners(settings: Settings, name: str, version: int, *,
 def stop_runners(settings: Settings, name: str, version: int) -> None:
     """Stop and remove every runner actor of ``name`` v``version``, whatever their count."""
     from eventray.platform import composition
+    from eventray.platform.runtime.actors import remove_all
 
     composition.connect_ray(settings)
-    names = runner_names(settings, name, version)
-    for actor in names.values():
-        try:
-            handle = ray.get_actor(actor, namespace=NAMESPACE)
-        except ValueError:
-            continue
-        _remove(handle, actor)
-    _wait_names_free(settings, name, version, set(names.values()))
+    remove_all(_prefix(settings.topic, name, version))
 
 
 def stop_topic_runners(settings: Settings) -> int:
     """Stop every runner actor reading ``settings.topic`` (any projection, any version)."""
-    from ray.util import list_named_actors
-
     from eventray.platform import composition
+    from eventray.platform.runtime.actors import remove_all
 
     composition.connect_ray(settings)
-    prefix = f"projection:{settings.topic}:"
-    stopped = 0
-    for entry in list_named_actors(all_namespaces=True):
-        if entry.get("namespace") != NAMESPACE or not entry.get("name", "").startswith(prefix):
-            continue
-        try:
-            handle = ray.get_actor(entry["name"], namespace=NAMESPACE)
-        except ValueError:
-            continue
-        _remove(handle, entry["name"])
-        stopped += 1
-    return stopped
+    return remove_all(f"projection:{settings.topic}:")

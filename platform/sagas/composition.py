@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import functools
-import logging
-import time
 from typing import Any
 
 from eventray.platform import composition
 from eventray.platform.errors import ConfigurationError
 from eventray.platform.sagas.settings import SagaSettings
 from eventray.platform.settings import Settings
-
-log = logging.getLogger("eventray.sagas")
 
 __all__ = [
     "build_coordinator", "build_scorer", "coordinator_assignment", "coordinator_names", "ensure_saga_topic", "read_saga_log", "saga_client", "saga_topic",
@@ -122,33 +118,9 @@ def build_coordinator(settings: Settings, saga_settings: SagaSettings, saga: str
 
 def coordinator_names(settings: Settings, saga: str = "TransferMoney") -> dict[int, str]:
     """``{index: actor name}`` of the live coordinator actors of ``saga`` (any count)."""
-    from ray.util import list_named_actors
+    from eventray.platform.runtime.actors import indexed_actors
 
-    from eventray.platform.sagas.actor import NAMESPACE
-
-    prefix = f"saga:{settings.topic}:{saga}:"
-    out: dict[int, str] = {}
-    for entry in list_named_actors(all_namespaces=True):
-        name = entry.get("name", "")
-        if entry.get("namespace") == NAMESPACE and name.startswith(prefix) and name[len(prefix):].isdigit():
-            out[int(name[len(prefix):])] = name
-    return out
-
-
-def _remove(handle: Any, name: str) -> None:
-    import ray
-
-    try:
-        ray.get(handle.stop.remote(), timeout=20)
-    except Exception as e:  # noqa: BLE001 - killing it below is the fallback; the next owner fences it
-        log.warning("saga coordinator %s did not stop cleanly: %s", name, e)
-    ray.kill(handle, no_restart=True)
-
-
-def _wait_names_free(settings: Settings, saga: str, names: set[str], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s  # a killed actor frees its name a little later
-    while names & set(coordinator_names(settings, saga).values()) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    return indexed_actors(f"saga:{settings.topic}:{saga}:")
 
 
 def start_coordinators(settings: Settings, saga_settings: SagaSettings, *, saga: str = "TransferMoney",
@@ -163,37 +135,20 @@ def start_coordinators(settings: Settings, saga_settings: SagaSettings, *, saga:
     """
     import ray
 
-    from eventray.platform.sagas.actor import NAMESPACE, SagaCoordinator, coordinator_name
+    from eventray.platform.runtime.actors import NAMESPACE, place
+    from eventray.platform.sagas.actor import SagaCoordinator
 
     composition.connect_ray(settings)
     composition.ensure_event_topic(settings)
     ensure_saga_topic(settings, saga_settings)
-    desired = coordinator_assignment(saga_settings)
-    removed: set[str] = set()
-    for index, name in sorted(coordinator_names(settings, saga).items()):
-        handle = ray.get_actor(name, namespace=NAMESPACE)
-        owned: list[int] | None
-        try:
-            owned = ray.get(handle.owned.remote(), timeout=30)
-        except Exception as e:  # noqa: BLE001 - unreachable, or an older build without owned(): replace it
-            log.warning("saga coordinator %s did not answer (%s); replacing it", name, e)
-            owned = None
-        if index < len(desired) and owned == desired[index]:
-            continue
-        _remove(handle, name)
-        removed.add(name)
-        if changes is not None:
-            changes.append(f"removed saga coordinator {name} (partitions {owned})")
-    _wait_names_free(settings, saga, removed)
-    live = set(coordinator_names(settings, saga).values())
-    handles = []
-    for i, parts in enumerate(desired):
-        name = coordinator_name(settings.topic, saga, i)
-        handles.append(SagaCoordinator.options(  # type: ignore[attr-defined]  # added by @ray.remote
+
+    def create(name: str, parts: list[int]) -> Any:
+        return SagaCoordinator.options(  # type: ignore[attr-defined]  # added by @ray.remote
             name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, **(actor_options or {}),
-        ).remote(settings, saga_settings, saga, parts, scorer))
-        if changes is not None and name not in live:
-            changes.append(f"started saga coordinator {name} (partitions {parts})")
+        ).remote(settings, saga_settings, saga, parts, scorer)
+
+    handles = place(f"saga:{settings.topic}:{saga}:", coordinator_assignment(saga_settings), create,
+                    what="saga coordinator", changes=changes)
     if wait:
         ray.get([h.ready.remote() for h in handles])
     return handles
@@ -201,19 +156,10 @@ def start_coordinators(settings: Settings, saga_settings: SagaSettings, *, saga:
 
 def stop_coordinators(settings: Settings, saga_settings: SagaSettings, *, saga: str = "TransferMoney") -> None:
     """Stop and remove every coordinator actor of ``saga`` on ``settings.topic``, whatever their count."""
-    import ray
-
-    from eventray.platform.sagas.actor import NAMESPACE
+    from eventray.platform.runtime.actors import remove_all
 
     composition.connect_ray(settings)
-    names = coordinator_names(settings, saga)
-    for name in names.values():
-        try:
-            handle = ray.get_actor(name, namespace=NAMESPACE)
-        except ValueError:
-            continue
-        _remove(handle, name)
-    _wait_names_free(settings, saga, set(names.values()))
+    remove_all(f"saga:{settings.topic}:{saga}:")
 
 
 def saga_client(settings: Settings, saga_settings: SagaSettings, *, saga: str = "TransferMoney") -> Any:
