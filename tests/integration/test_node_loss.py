@@ -19,9 +19,10 @@ SCENARIO = Path(__file__).with_name("_node_loss_scenario.py")
 
 def test_losing_the_shard_node_loses_nothing_in_its_own_process(stack_settings) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(SCENARIO)],
+        [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", str(SCENARIO)],
         capture_output=True, text=True, timeout=900, cwd=Path(__file__).resolve().parents[2],
     )
     if out.returncode != 0:
         pytest.fail(f"the node-loss scenario failed:\n{out.stdout[-6000:]}\n{out.stderr[-3000:]}")
     assert "1 passed" in out.stdout, out.stdout[-2000:]
+    print(*[line for line in out.stdout.splitlines() if line.startswith("failover:")], sep="\n")
