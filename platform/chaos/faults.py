@@ -163,7 +163,7 @@ def _our_broker(settings: Settings) -> int:
     return piece.pid
 
 
-def _wait_kafka(settings: Settings, t0: float, timeout_s: float = 120.0) -> float:
+def _wait_kafka(settings: Settings, t0: float, timeout_s: float = kafka.START_TIMEOUT_S) -> float:
     _proc.wait_until(lambda: kafka.ready(settings.kafka_address), timeout=timeout_s,
                      what=f"Kafka at {settings.kafka_address}", interval=0.2)
     return time.monotonic() - t0

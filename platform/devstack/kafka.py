@@ -32,6 +32,10 @@ HEAP_OPTS = "-Xmx1g -Xms256m"
 _DISK_FOR_JARS = 512 * 1024**2
 _DISK_FOR_DATA = 512 * 1024**2
 _READY_TXN_ID = "eventray-devstack-readiness"
+#: seconds a started broker may take to run a transaction. A restart recovers its logs and
+#: transaction state first; on a busy 2-core machine (the 10-minute chaos monkey) that was seen
+#: to take 90 s and more, so this waits longer while the process lives (a dead one fails at once).
+START_TIMEOUT_S = 240
 
 
 def broker_properties(
@@ -257,7 +261,7 @@ def start(settings: Settings) -> PieceStatus:
         toxiproxy.start(settings)
     _proc.wait_until(
         lambda: ready(settings.kafka_address),
-        timeout=90, what=f"Kafka at {settings.kafka_address}",
+        timeout=START_TIMEOUT_S, what=f"Kafka at {settings.kafka_address}",
         alive=lambda: _proc.pid_alive(pid), log_file=settings.logs_dir / "kafka.out"
         if not log_file.exists() else log_file,
     )
