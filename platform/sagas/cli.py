@@ -40,6 +40,6 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     console.print(table)
     for d in described:
-        console.print(f"coordinator {d['index']}: {d['sagas']} sagas, {d['live']} live, "
+        console.print(f"saga partition {d['index']}: {d['sagas']} sagas, {d['live']} live, "
                       f"by status {dict(d['by_status'])}, resyncs {d['resyncs']}")
     return 0
