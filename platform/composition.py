@@ -236,8 +236,10 @@ def rescale_shards(settings: Settings, *, timeout_s: float = 60.0) -> list[str]:
     live = shard_actor_names(settings)
     for index, name in sorted(live.items()):
         handle = ray.get_actor(name, namespace=NAMESPACE)
+        owned: list[int] | None
         try:
-            owned = ray.get(handle.owned.remote(), timeout=timeout_s)["partitions"]
+            info: Any = ray.get(handle.owned.remote(), timeout=timeout_s)
+            owned = info["partitions"]
         except Exception as exc:  # noqa: BLE001 - unreachable: replace it
             log.warning("shard %s did not answer (%s); replacing it", name, exc)
             owned = None

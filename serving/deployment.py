@@ -74,7 +74,7 @@ def run(settings: Settings, serving: ServingSettings, *, wait_s: float = 120.0, 
     composition.connect_ray(settings)
     serve.start(http_options={"host": serving.http_host, "port": serving.http_port})
     scaling = serving.autoscaling
-    app = GraphQLIngress.options(
+    app = GraphQLIngress.options(  # type: ignore[attr-defined]  # added by @serve.deployment
         **({"autoscaling_config": scaling} if scaling else {"num_replicas": serving.replicas}),
         max_ongoing_requests=serving.max_ongoing_requests,
         ray_actor_options={"num_cpus": 0},

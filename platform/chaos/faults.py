@@ -78,7 +78,8 @@ def _kill_actor(settings: Settings, name: str, kind: str, wait_ready: Callable[[
         handle = ray.get_actor(name, namespace=NAMESPACE)
     except ValueError as e:
         raise StackError(f"no actor named {name!r} in namespace {NAMESPACE!r} on this stack") from e
-    pid = int(ray.get(handle.pid.remote(), timeout=60))
+    answer: Any = ray.get(handle.pid.remote(), timeout=60)
+    pid = int(answer)
     if pid not in _stack_pids(settings):
         raise StackError(f"actor {name} runs as pid {pid}, which this stack's Ray head did not start; refusing")
     t0 = time.monotonic()

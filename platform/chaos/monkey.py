@@ -192,6 +192,7 @@ class _Workload:
         request = TransferRequest(transfer_id=tid, from_account=src, to_account=dst,
                                   amount=self.rng.randint(1, 30), currency="EUR")
         self.transfers.append(tid)
+        assert self.saga is not None, "transfers run only with a saga client"
         while time.monotonic() < deadline:
             try:
                 await self.saga.request(request)
@@ -251,7 +252,8 @@ async def _check(settings: Settings, work: _Workload, report: MonkeyReport, clie
     per_command: Counter[str] = Counter()
     balance_from_log: dict[str, int] = defaultdict(int)
     for p in range(settings.partitions):
-        for record in await asyncio.to_thread(lambda p=p: list(composition.read_decoded(settings, p, 0))):
+        records: list[Any] = await asyncio.to_thread(lambda p=p: list(composition.read_decoded(settings, p, 0)))  # type: ignore[misc]
+        for record in records:
             env = getattr(record, "envelope", None)
             if env is None or not env.aggregate_id.startswith(work.tag):
                 continue

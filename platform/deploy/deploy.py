@@ -76,7 +76,7 @@ def deploy(settings: Settings, package: Package | None, *, serving: Any = None, 
     record = _read_record(settings)
     report.previous_code = record.get("code")
     code_changed = package is not None and record.get("code") not in (None, package.sha256)
-    if code_changed:
+    if code_changed and package is not None:
         progress("new code: replacing the actors")
         composition.stop_shards(settings)
         report.changes.append(f"code {str(record.get('code'))[:12]} -> {package.sha256[:12]}: shards replaced")

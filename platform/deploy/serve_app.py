@@ -6,4 +6,4 @@ from eventray.platform.settings import Settings
 from eventray.serving.deployment import GraphQLIngress
 from eventray.serving.settings import ServingSettings
 
-app = GraphQLIngress.bind(Settings(), ServingSettings())
+app = GraphQLIngress.bind(Settings(), ServingSettings())  # type: ignore[attr-defined]  # added by @serve.deployment

@@ -62,7 +62,7 @@ def _lags(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
         for name in sorted(PROJECTIONS):
             version = store.current_version(name)
             info = store.version_info(name, version) if version is not None else None
-            if info is None or info.topic != settings.topic:
+            if version is None or info is None or info.topic != settings.topic:
                 continue
             offsets, _ = store.progress(name, version)
             projections[f"{name} v{version}"] = sum(max(0, e - offsets.get(p, 0)) for p, e in ends.items())

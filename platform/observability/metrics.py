@@ -28,7 +28,7 @@ log = logging.getLogger("eventray.metrics")
 #: seconds; command and GraphQL latencies
 LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
 #: commands per shard batch
-BATCH_BUCKETS = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000]
+BATCH_BUCKETS: list[float] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000]
 #: seconds between re-sets of a state gauge. Ray's metrics agent drops a gauge series that was
 #: not set for two report intervals (``metrics_report_interval_ms``, 10 s by default), so a gauge
 #: describing state (aggregates held by an idle shard) must be set again, not only on change.

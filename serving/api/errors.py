@@ -98,7 +98,7 @@ def resolve_command_result_type(obj: dict[str, Any], *_: Any) -> str:
 
 def format_error(error: GraphQLError, debug: bool = False) -> dict[str, Any]:
     """Ariadne error formatter: stable codes, no internals."""
-    formatted: dict[str, Any] = error.formatted
+    formatted: dict[str, Any] = dict(error.formatted)
     original = error.original_error
     extensions = dict(formatted.get("extensions") or {})
     if isinstance(original, E.EventrayError):

@@ -7,6 +7,7 @@ Structs; the views below only rename fields for the schema.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ariadne import InterfaceType, MutationType, ObjectType, QueryType, UnionType
@@ -34,15 +35,15 @@ command_error_type = InterfaceType("CommandError", resolve_command_result_type)
 
 def make_loaders(services: ApiServices) -> dict[str, DataLoader[Any, Any]]:
     """Per-request loaders for fields that would otherwise query once per row."""
-    q = services.queries if _has_read_side(services) else None
+    q: Any = services.queries if _has_read_side(services) else None
 
-    async def users(ids: list[str]) -> list[Any]:
+    async def users(ids: Sequence[str]) -> list[Any]:
         return by_key(await q.users_by_ids(services.pool, ids), ids, "user_id")
 
-    async def accounts(ids: list[str]) -> list[Any]:
+    async def accounts(ids: Sequence[str]) -> list[Any]:
         return by_key(await q.accounts_by_ids(services.pool, ids), ids, "account_id")
 
-    async def accounts_of(owner_ids: list[str]) -> list[Any]:
+    async def accounts_of(owner_ids: Sequence[str]) -> list[Any]:
         import asyncio
 
         return await asyncio.gather(*(q.accounts_by_owner(services.pool, o) for o in owner_ids))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from ariadne import MutationType, ObjectType, QueryType, SubscriptionType
@@ -110,7 +110,7 @@ async def resolve_stuck_sagas(_: Any, info: GraphQLResolveInfo, olderThanSeconds
 
 
 @saga_subscription.source("transferStatus")
-async def transfer_status_source(_: Any, info: GraphQLResolveInfo, id: str) -> AsyncIterator[Any]:
+async def transfer_status_source(_: Any, info: GraphQLResolveInfo, id: str) -> AsyncGenerator[Any, None]:
     client = _client(info.context["services"])
     state = await client.get(id)
     if state is None or not await _visible(info, state):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import msgspec
@@ -29,7 +29,7 @@ async def _authorize_aggregate(info: GraphQLResolveInfo, aggregate_id: str | Non
 
 @subscription.source("events")
 async def events_source(_: Any, info: GraphQLResolveInfo, aggregateType: str | None = None,
-                        aggregateId: str | None = None) -> AsyncIterator[Any]:
+                        aggregateId: str | None = None) -> AsyncGenerator[Any, None]:
     await _authorize_aggregate(info, aggregateId)
     services = info.context["services"]
     sub = await services.hub.subscribe(aggregate_type=aggregateType, aggregate_id=aggregateId)
@@ -54,7 +54,7 @@ def resolve_event(rec: Any, *_: Any, **__: Any) -> dict[str, Any]:
 
 
 @subscription.source("accountBalance")
-async def account_balance_source(_: Any, info: GraphQLResolveInfo, accountId: str) -> AsyncIterator[Any]:
+async def account_balance_source(_: Any, info: GraphQLResolveInfo, accountId: str) -> AsyncGenerator[Any, None]:
     services = info.context["services"]
     await policy.require_account(info.context["principal"], accountId, services.owners)
     # subscribe before reading, so nothing committed between the read and the tail is lost

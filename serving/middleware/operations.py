@@ -27,7 +27,8 @@ def operation_of(payload: Any) -> tuple[str, str]:
     operation, else the first root field; type is query, mutation or subscription."""
     if not isinstance(payload, dict):
         return "invalid", "unknown"
-    query = payload.get("query") if isinstance(payload.get("query"), str) else ""
+    raw_query = payload.get("query")
+    query: str = raw_query if isinstance(raw_query, str) else ""
     m = _OPERATION.match(query)
     op_type = m.group(1) if m else "query"
     name = payload.get("operationName") if isinstance(payload.get("operationName"), str) else None

@@ -49,8 +49,8 @@ class ModelDeployment:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"onnx-{model}")
         self._batch_sizes: Counter[int] = Counter()
         self._latency_ms: list[float] = []
-        self._batched.set_max_batch_size(max_batch_size)
-        self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self._batched.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]  # added by @serve.batch
+        self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)  # type: ignore[attr-defined]
 
     @serve.multiplexed(max_num_models_per_replica=3)
     async def _family(self, version: str) -> Family:
@@ -128,7 +128,7 @@ def bind_model(settings: Settings, model: str) -> Any:
             f"EVENTRAY_ML_MAX_ONGOING_REQUESTS ({settings.ml_max_ongoing_requests}) must be at least "
             f"EVENTRAY_ML_MAX_BATCH_SIZE ({settings.ml_max_batch_size}), or batches can never fill")
     limits = Limits(max_rows=settings.ml_max_rows_per_request, max_text_chars=settings.ml_max_text_chars)
-    return serve.deployment(ModelDeployment).options(
+    return serve.deployment(ModelDeployment).options(  # type: ignore[attr-defined]  # a Deployment at run time
         name=deployment_name(model),
         ray_actor_options={"num_cpus": settings.ml_replica_num_cpus},
         max_ongoing_requests=settings.ml_max_ongoing_requests,
@@ -151,7 +151,8 @@ def bind_models(settings: Settings, models: tuple[str, ...] | None = None) -> di
 
 def build_app(settings: Settings, models: tuple[str, ...] | None = None) -> Any:
     """The standalone ML application: :class:`ModelIndex` ingress plus one deployment per model."""
-    index = serve.deployment(ModelIndex).options(name="model-index", ray_actor_options={"num_cpus": 0})
+    index = serve.deployment(ModelIndex).options(  # type: ignore[attr-defined]  # a Deployment at run time
+        name="model-index", ray_actor_options={"num_cpus": 0})
     return index.bind(str(settings.models_dir), **bind_models(settings, models))
 
 
