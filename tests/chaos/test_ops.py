@@ -96,8 +96,9 @@ def test_each_chaos_command_recovers(cli, chaos_stack, args) -> None:
 
 def test_delay_kafka_slows_the_write_path_then_recovers(chaos_stack) -> None:
     import subprocess
+    import sys
 
-    from conftest import EVENTRAY
+    eventray = str(Path(sys.executable).parent / "eventray")
 
     def open_account() -> float:
         t0 = time.monotonic()
@@ -107,7 +108,7 @@ def test_delay_kafka_slows_the_write_path_then_recovers(chaos_stack) -> None:
         assert body["data"]["openAccount"]["__typename"] == "CommandSuccess", body
         return time.monotonic() - t0
 
-    fault = subprocess.Popen([EVENTRAY, "chaos", "delay-kafka", "400", "--for", "8"], env=chaos_stack["env"],
+    fault = subprocess.Popen([eventray, "chaos", "delay-kafka", "400", "--for", "8"], env=chaos_stack["env"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(3.0)  # the CLI connects, checks the stack is its own, adds the delay
     delayed = open_account()

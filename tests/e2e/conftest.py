@@ -19,15 +19,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from _gql import RATE_BURST, Client, token
+
 from eventray.platform.settings import Settings
-from eventray.serving.api.principal import mint_token
 from eventray.serving.settings import DEV_JWT_SECRET, ServingSettings
 
 _HERE = Path(__file__).resolve().parent
-RATE_BURST = 60
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -110,34 +109,6 @@ def _e2e_models() -> Path:
 @pytest.fixture
 def uid() -> str:
     return uuid.uuid4().hex[:12]
-
-
-def token(subject: str, role: str, **kw: Any) -> str:
-    return mint_token(subject, role, secret=DEV_JWT_SECRET, **kw)
-
-
-class Client:
-    """A GraphQL-over-HTTP client with one bearer token."""
-
-    def __init__(self, url: str, bearer: str | None) -> None:
-        self.url = url
-        self.headers = {"authorization": f"Bearer {bearer}"} if bearer else {}
-        self.http = httpx.Client(timeout=30)
-
-    def post(self, query: str, variables: dict[str, Any] | None = None, **headers: str) -> httpx.Response:
-        return self.http.post(self.url, json={"query": query, "variables": variables or {}},
-                              headers={**self.headers, **headers})
-
-    def run(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-        r = self.post(query, variables)
-        # Ariadne answers 400 when there is no data at all (a refused or failed operation)
-        assert r.status_code in (200, 400), r.text
-        return r.json()
-
-    def data(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-        body = self.run(query, variables)
-        assert "errors" not in body, body["errors"]
-        return body["data"]
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ import httpx
 import jwt
 import pytest
 
-from conftest import RATE_BURST, Client, token
-from _gql import ok, send
+from _gql import RATE_BURST, Client, ok, send, token
 
 ME = "{ me { subject } }"
 

@@ -10,8 +10,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from conftest import token
-from _gql import ok, send
+from _gql import ok, send, token
 
 PROTOCOL = "graphql-transport-ws"
 

@@ -11,8 +11,7 @@ import uuid
 
 import websockets
 
-from conftest import token
-from _gql import eventually, ok, send
+from _gql import eventually, ok, send, token
 
 PROTOCOL = "graphql-transport-ws"
 TRANSFER = "id fromAccountId toAccountId amount currency status step score reason steps { step result attempt }"
