@@ -491,3 +491,9 @@ async def test_coordinators_scale_4_2_1_4_over_four_partitions_while_transfers_r
     after = await balances(bus, accounts)
     assert_conserved_and_once(settings, finals, before, after)
     check_history(settings, ss4, acked, finals)
+    # a coordinator asked about a partition it does not own refuses, typed, and does nothing
+    from eventray.platform.errors import PartitionMoved
+
+    with pytest.raises(ray.exceptions.RayTaskError) as refused:
+        ray.get(ray.get_actor(sagas.coordinator_names(settings)[0], namespace=NAMESPACE).get.remote(1, "sc-0"))
+    assert isinstance(refused.value.cause, PartitionMoved), refused.value
