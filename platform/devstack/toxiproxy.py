@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -136,9 +135,3 @@ def set_delay(settings: Settings, ms: int) -> None:
     except httpx.HTTPError as e:
         raise StackError(f"Toxiproxy's API at {api} failed: {e}") from e
 
-
-def available() -> str | None:
-    """None when a Toxiproxy can be built or found here, else why not."""
-    if shutil.which("go") or Path("/usr/local/go/bin/go").exists() or _proc.is_root():
-        return None
-    return "Go is not installed (needed to build Toxiproxy); install golang-go"
