@@ -190,11 +190,9 @@ class SagaClient:
         coordinators (as the command bus follows the shards).
         """
         if self._owners is None:
-            from ray.util import list_named_actors
+            from eventray.platform.runtime.actors import indexed_actors
 
-            prefix = f"saga:{self._settings.topic}:{self._saga}:"
-            names = [e["name"] for e in list_named_actors(all_namespaces=True)
-                     if e.get("namespace") == NAMESPACE and e.get("name", "").startswith(prefix)]
+            names = list(indexed_actors(f"saga:{self._settings.topic}:{self._saga}:").values())
 
             async def owned(name: str) -> tuple[str, list[int]]:
                 try:
