@@ -116,11 +116,7 @@ def _place_runners(settings: Settings) -> list[str]:
     changes = [f"built projection {n} (replay from offset 0)" for n in built] + started
     store = ProjectionStore(settings.dsn)
     try:
-        for name in sorted(PROJECTIONS):
-            version = store.current_version(name)
-            info = store.version_info(name, version) if version is not None else None
-            if version is None or info is None or info.topic != settings.topic:
-                continue
+        for name, version in store.current_versions(settings.topic, list(PROJECTIONS)).items():
             start_runners(settings, name, version, actor_options=composition.placement(settings), changes=changes)
     finally:
         store.close()

@@ -59,11 +59,7 @@ def _lags(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
     projections: dict[str, Any] = {}
     store = ProjectionStore(settings.dsn)
     try:
-        for name in sorted(PROJECTIONS):
-            version = store.current_version(name)
-            info = store.version_info(name, version) if version is not None else None
-            if version is None or info is None or info.topic != settings.topic:
-                continue
+        for name, version in store.current_versions(settings.topic, list(PROJECTIONS)).items():
             offsets, _ = store.progress(name, version)
             projections[f"{name} v{version}"] = sum(max(0, e - offsets.get(p, 0)) for p, e in ends.items())
     finally:

@@ -106,6 +106,16 @@ class ProjectionStore:
             ).fetchone()
         return None if row is None else int(row[0])
 
+    def current_versions(self, topic: str, names: Sequence[str]) -> dict[str, int]:
+        """``{name: current version}`` of the projections among ``names`` whose current version reads ``topic``."""
+        with translated(f"reading the current projection versions of topic {topic!r}"):
+            rows = self.conn.execute(
+                "SELECT p.name, p.current_version FROM eventray_projections p JOIN eventray_projection_versions v "
+                "ON v.name = p.name AND v.version = p.current_version WHERE v.topic = %s AND p.name = ANY(%s) "
+                "ORDER BY p.name", (topic, list(names)),
+            ).fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
     def version_info(self, name: str, version: int) -> VersionInfo | None:
         with translated(f"reading projection {name!r} v{version}"):
             row = self.conn.execute(

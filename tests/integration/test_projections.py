@@ -330,6 +330,9 @@ async def test_a_second_runner_of_a_partition_is_refused_by_the_stored_offset(se
     await send_ok(bus, [OpenAccount(aggregate_id=a, owner_id="o", currency="EUR") for a in accounts])
     await asyncio.to_thread(replay, settings, "account_balances", timeout_s=60)
     version = ProjectionStore(settings.dsn).current_version("account_balances")
+    current = ProjectionStore(settings.dsn).current_versions
+    assert current(settings.topic, ["account_balances", "alerts"]) == {"account_balances": version}
+    assert current("another-topic", ["account_balances"]) == {}
     stop_topic_runners(settings)
     await send_ok(bus, [Deposit(aggregate_id=a, amount=7) for a in accounts])
 
