@@ -212,8 +212,7 @@ def start(settings: Settings) -> PieceStatus:
         started = True
         log.info("started PostgreSQL (pid %s) on port %s, log %s", pid, port, log_file)
     assert port is not None
-    state.postgres_port, state.postgres_dir = port, str(cdir)
-    state.save(settings.home)
+    StackState.update(settings.home, postgres_port=port, postgres_dir=str(cdir))
     _proc.wait_until(lambda: _create_database(settings, port), timeout=60,
                      what=f"PostgreSQL on 127.0.0.1:{port}", log_file=log_file)
     return PieceStatus("postgres", "running", _dsn(settings, port), pid, started, str(cdir))

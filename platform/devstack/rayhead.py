@@ -113,9 +113,7 @@ def start(settings: Settings) -> PieceStatus:
         log.info("started the Ray head (gcs pid %s) at %s", pid, _address(settings))
     _proc.wait_until(lambda: _proc.port_accepts(settings.ray_port), timeout=60,
                      what=f"Ray GCS at {_address(settings)}")
-    state = StackState.load(settings.home)
-    state.ray_address = _address(settings)
-    state.save(settings.home)
+    StackState.update(settings.home, ray_address=_address(settings))
     return PieceStatus("ray", "running", _address(settings), pid, started,
                        str(temp_dir(settings) / "session_latest" / "logs"))
 

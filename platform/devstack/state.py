@@ -11,6 +11,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -61,10 +63,36 @@ class StackState:
         return cls(**{k: raw.get(k) for k in cls.__dataclass_fields__})
 
     def save(self, home: Path) -> None:
+        """Write the whole state atomically (a temporary file of its own, then a rename)."""
         home.mkdir(parents=True, exist_ok=True)
-        tmp = state_file(home).with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        os.replace(tmp, state_file(home))
+        fd, tmp = tempfile.mkstemp(dir=home, prefix="devstack.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(asdict(self), indent=2) + "\n")
+            os.replace(tmp, state_file(home))
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def update(cls, home: Path, **fields: object) -> StackState:
+        """Set ``fields`` in the state file, keeping the others; returns the new state.
+
+        ``dev up`` starts the pieces on threads of one process (under the cross-process lock
+        of :func:`locked`), and each records its own choices: the read-modify-write is
+        serialised so that one piece's write never drops another's.
+        """
+        with _update_lock:
+            state = cls.load(home)
+            for name, value in fields.items():
+                if name not in cls.__dataclass_fields__:
+                    raise AttributeError(f"StackState has no field {name!r}")
+                setattr(state, name, value)
+            state.save(home)
+            return state
+
+
+_update_lock = threading.Lock()
 
 
 def state_file(home: Path) -> Path:

@@ -38,3 +38,32 @@ def test_no_state_file_means_configured_ports(tmp_path: Path) -> None:
 def test_cluster_id_is_kafka_shaped() -> None:
     cid = new_cluster_id()
     assert len(cid) == 22 and not cid.startswith("-")
+
+
+def test_pieces_recording_their_choices_at_once_lose_nothing(tmp_path) -> None:
+    """dev up starts PostgreSQL and Ray on threads; each records its own fields in the state file."""
+    import threading
+
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def record(i: int) -> None:
+        try:
+            start.wait()
+            for n in range(50):
+                if i % 2:
+                    StackState.update(tmp_path, ray_address=f"127.0.0.1:{n}")
+                else:
+                    StackState.update(tmp_path, postgres_port=60000 + n, postgres_dir=f"/d{n}")
+        except BaseException as e:  # noqa: BLE001 - collected and asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=record, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    final = StackState.load(tmp_path)
+    assert (final.postgres_port, final.postgres_dir, final.ray_address) == (60049, "/d49", "127.0.0.1:49")
+    assert [p.name for p in tmp_path.iterdir()] == ["devstack.json"]  # no temporary file left behind
