@@ -48,11 +48,11 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Callable
-from typing import Any, TypeAlias
+from typing import Annotated, Any, ClassVar, TypeAlias
 
 import msgspec
 
-from eventray.platform.domain import AggregateType, Command, Event
+from eventray.platform.domain import AggregateType, Command, Event, Id
 from eventray.platform.errors import AlreadyExists, InvalidCommand, NotFound, RuleViolation
 
 from ._validation import text
@@ -183,6 +183,10 @@ class SameAccountTransfer(InvalidCommand):
 
 
 # --- commands ------------------------------------------------------------------------------
+
+#: minor units; the API's ``Money`` scalar (a 64-bit integer, sent as a string beyond 2^53)
+Money = Annotated[int, msgspec.Meta(extra={"graphql": "Money"})]
+
 # Commands and events inherit frozen=True and tag=True from their bases; kw_only=True is per
 # class in msgspec, so it is repeated here (two str fields or two ints must never be swapped
 # by position). frozen=True is repeated too, so type checkers see it.
@@ -191,20 +195,22 @@ class SameAccountTransfer(InvalidCommand):
 class OpenAccount(Command, frozen=True, kw_only=True):
     """Open the account ``aggregate_id`` for ``owner_id`` (a user id) in ``currency``."""
 
-    owner_id: str
+    creates: ClassVar[bool] = True
+
+    owner_id: Id
     currency: str
 
 
 class Deposit(Command, frozen=True, kw_only=True):
     """Credit ``amount`` minor units. Allowed while frozen."""
 
-    amount: int
+    amount: Money
 
 
 class Withdraw(Command, frozen=True, kw_only=True):
     """Debit ``amount`` minor units; refused if it would overdraw or the account is frozen."""
 
-    amount: int
+    amount: Money
 
 
 class FreezeAccount(Command, frozen=True, kw_only=True):

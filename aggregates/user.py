@@ -21,7 +21,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Callable
-from typing import Any, TypeAlias
+from typing import Annotated, Any, ClassVar, TypeAlias
 
 import msgspec
 
@@ -102,6 +102,8 @@ class UserDeactivatedError(RuleViolation):
 class RegisterUser(Command, frozen=True, kw_only=True):
     """Create the user ``aggregate_id``."""
 
+    creates: ClassVar[bool] = True
+
     name: str
     email: str
 
@@ -110,7 +112,7 @@ class UpdateProfile(Command, frozen=True, kw_only=True):
     """Set the display name and, unless ``bio`` is ``None``, the bio (``""`` clears it)."""
 
     name: str
-    bio: str | None = None
+    bio: Annotated[str | None, msgspec.Meta(description="Left out: unchanged; empty: cleared.")] = None
 
 
 class ChangeEmail(Command, frozen=True, kw_only=True):

@@ -266,7 +266,7 @@ QUICK_OPTIONS = (Option("tuned", "direct"),)
 QUERY_CONCURRENCY = (1, 32)
 
 
-def deploy(ray: PrivateRay, settings: Any, option: Option) -> str:
+def deploy(ray: PrivateRay, rt: Any, option: Option) -> str:
     """Deploy the ingress with ``option`` as an app of its own (``/<option>``); the URL clients use.
 
     Every option of an instance runs side by side, so the points can be interleaved.
@@ -279,7 +279,7 @@ def deploy(ray: PrivateRay, settings: Any, option: Option) -> str:
     serving = ServingSettings(app_name=option.name, route_prefix=prefix, replicas=option.replicas,
                               max_ongoing_requests=option.max_ongoing, http_port=ray.proxy_port,
                               graphql_autoscaling=False, **UNLIMITED)
-    url = deployment.run(settings, serving, models=False)  # the GraphQL path only
+    url = deployment.run(rt, serving, models=False)  # the GraphQL path only
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         states = serve.status().applications[option.name].deployments["GraphQLIngress"].replica_states
@@ -434,8 +434,9 @@ def main() -> None:  # noqa: C901, PLR0915 - the run's script, in order
                else list(QUICK_OPTIONS if args.quick else FULL_OPTIONS))
     started = time.monotonic()
 
-    from eventray.platform import composition
+    from eventray.platform.composition import Runtime
     from eventray.platform.devstack.state import effective_settings
+    from eventray.platform.runtime.shards import start_shards
 
     base_settings = effective_settings()
     topic = f"eventray.bench-graphql-{uuid.uuid4().hex[:8]}"
@@ -456,8 +457,8 @@ def main() -> None:  # noqa: C901, PLR0915 - the run's script, in order
         for flags, opts in by_flags.items():
             print(f"private Ray instance, Serve flags: {flags} ({', '.join(o.name for o in opts)})", flush=True)
             with private_ray(flags) as ray_:
-                settings = base_settings.model_copy(update={"ray_address": ray_.gcs_address, "topic": topic})
-                composition.start_shards(settings)
+                rt = Runtime.load(base_settings.model_copy(update={"ray_address": ray_.gcs_address, "topic": topic}))
+                start_shards(rt)
                 plain, plain_url = start_plain(ray_, topic)
                 try:
                     if not accounts:
@@ -466,7 +467,7 @@ def main() -> None:  # noqa: C901, PLR0915 - the run's script, in order
                     samples: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
                     urls = {"plain": plain_url}
                     for o in opts:
-                        urls[o.name] = deploy(ray_, settings, o)
+                        urls[o.name] = deploy(ray_, rt, o)
                         print(f"  {o.name}: {urls[o.name]}", flush=True)
                     for rep in range(repeats):  # interleaved: plain, then each option, point by point
                         for op in ops:
@@ -495,7 +496,7 @@ def main() -> None:  # noqa: C901, PLR0915 - the run's script, in order
                         # open: max_ongoing_requests caps the subscriptions a replica holds
                         # (not through HAProxy: its maxconn is 4096 and it needs 2 fds per connection)
                         ws_opt = Option(flags, "direct" if flags != "proxy" else "proxy", 1, ws_target + 1024)
-                        url = deploy(ray_, settings, ws_opt)
+                        url = deploy(ray_, rt, ws_opt)
                         print(f"  subscriptions: holding up to {ws_target} through {flags} at {url}", flush=True)
                         server_pid = listener_pid(url)
                         ws = asyncio.run(hold_subscriptions(url.replace("http://", "ws://"), url, token, accounts[0],

@@ -167,23 +167,23 @@ def _wrk(url: str, bodies: list[str], connections: int, seconds: float, tmp: Pat
     return {"rps": (st["answered"] - st["non2xx"]) / secs, "errors": errors, "p50_ms": st["p50"], "p99_ms": st["p99"]}
 
 
-def _graphql_app(settings: Any) -> tuple[str, Any]:
+def _graphql_app(rt: Any) -> tuple[str, Any]:
     """The GraphQL app with the models bound into it, on its own name and route; returns its URL."""
     from eventray.serving import deployment
     from eventray.serving.settings import ServingSettings
 
     serving = ServingSettings(app_name=f"{APP}-graphql", route_prefix=f"/{APP}-graphql", allow_anonymous=True,
                               rate_limit_per_s=1e6, rate_limit_burst=1_000_000)
-    return deployment.run(settings, serving, models=True), serving
+    return deployment.run(rt, serving, models=True), serving
 
 
-async def _graphql_points(settings: Any, payloads: dict[str, Any], names: tuple[str, ...], seconds: float,
+async def _graphql_points(rt: Any, payloads: dict[str, Any], names: tuple[str, ...], seconds: float,
                           repeats: int) -> dict[str, dict[str, Any]]:
     """Per model: GraphQL-over-HTTP req/s at c=1 and c=64 (medians), and the no-model baseline."""
     import httpx
     from ray import serve
 
-    url, serving = await asyncio.to_thread(_graphql_app, settings)
+    url, serving = await asyncio.to_thread(_graphql_app, rt)
     tmp = Path(tempfile.mkdtemp(prefix="eventray-bench-wrk-"))
     out: dict[str, dict[str, Any]] = {}
     try:
@@ -256,6 +256,7 @@ async def main_async(quick: bool, repeats: int) -> dict[str, Any]:
     from ray import serve
 
     from eventray.platform import devstack
+    from eventray.platform.composition import Runtime
     from eventray.platform.ml.families import load_family
     from eventray.platform.ml.registry import Registry
     from eventray.platform.ml.training import MODEL_NAMES, train, write_models
@@ -315,7 +316,7 @@ async def main_async(quick: bool, repeats: int) -> dict[str, Any]:
     finally:
         serve.delete(APP)
         serve.delete(f"{APP}-noop")
-    gql = await _graphql_points(settings, payloads, MODEL_NAMES, seconds, repeats)
+    gql = await _graphql_points(Runtime.load(settings), payloads, MODEL_NAMES, seconds, repeats)
     for row in rows:
         g = gql[row["name"]]
         row["graphql_req_per_s_c1"] = g["c1"]

@@ -36,14 +36,13 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def populate(settings, aggregates: int, progress) -> int:
+def populate(rt, aggregates: int, progress) -> int:
     """Write AccountOpened + 9 deposits per aggregate, interleaved, to partition 0."""
     from eventray.aggregates.account import AccountOpened, MoneyDeposited
-    from eventray.platform import composition
 
-    codec = composition.event_codec()
-    composition.ensure_event_topic(settings)
-    writer = composition.build_writer(settings, 0)
+    codec = rt.codec
+    rt.ensure_topic()
+    writer = rt.build_writer(0)
     writer.init()
     batch: list[tuple[bytes, bytes]] = []
     written = 0
@@ -68,10 +67,8 @@ def populate(settings, aggregates: int, progress) -> int:
     return written
 
 
-async def _recover(settings, mode: str) -> dict:
-    from eventray.platform import composition
-
-    service = composition.build_shard_service(settings, [0])
+async def _recover(rt, mode: str) -> dict:
+    service = rt.build_shard_service([0])
     if mode == "full":
         service._snapshots = _NoSnapshots()
     gc.collect()
@@ -101,15 +98,16 @@ class _NoSnapshots:
 
 
 def _child(mode: str, settings_json: str) -> None:
+    from eventray.platform.composition import Runtime
     from eventray.platform.settings import Settings
 
-    settings = Settings.model_validate_json(settings_json)
-    print(json.dumps(asyncio.run(_recover(settings, mode))))
+    rt = Runtime.load(Settings.model_validate_json(settings_json))
+    print(json.dumps(asyncio.run(_recover(rt, mode))))
 
 
-def _run_child(mode: str, settings) -> dict:
+def _run_child(mode: str, rt) -> dict:
     out = subprocess.run([sys.executable, "-m", "benchmarks.recovery", "--child", mode],
-                         input=settings.model_dump_json(), capture_output=True, text=True, check=False)
+                         input=rt.settings.model_dump_json(), capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"recovery child ({mode}) failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -127,6 +125,7 @@ def main() -> None:
 
     from rich.progress import Progress
 
+    from eventray.platform.composition import Runtime
     from eventray.platform.devstack import stack
     from eventray.platform.devstack.state import effective_settings
 
@@ -134,16 +133,17 @@ def main() -> None:
     settings = effective_settings().model_copy(update={
         "topic": f"bench-recovery-{uuid.uuid4().hex[:8]}", "partitions": 1, "shards": 1,
     })
+    rt = Runtime.load(settings)
     with Progress() as bar:
         task = bar.add_task("writing events", total=aggregates * EVENTS_PER_AGGREGATE)
-        events = populate(settings, aggregates, lambda n: bar.advance(task, n))
+        events = populate(rt, aggregates, lambda n: bar.advance(task, n))
         rec = bar.add_task("recoveries", total=1 + 2 * repeats)
-        prepared = _run_child("prepare", settings)  # full replay, then a snapshot of every aggregate
+        prepared = _run_child("prepare", rt)  # full replay, then a snapshot of every aggregate
         bar.advance(rec)
         runs = {"full": [], "snapshot": []}
         for _ in range(repeats):
             for mode in ("full", "snapshot"):
-                runs[mode].append(_run_child(mode, settings))
+                runs[mode].append(_run_child(mode, rt))
                 bar.advance(rec)
     for mode, rs in runs.items():
         for r in rs:

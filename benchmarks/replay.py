@@ -30,10 +30,11 @@ PARTITIONS = 4
 @ray.remote(num_cpus=0)
 def _seed_partition(settings: Any, partition: int, accounts: list[str], events: int, seed: int) -> int:
     from eventray.aggregates.account import AccountOpened, MoneyDeposited, MoneyWithdrawn
-    from eventray.platform import composition
+    from eventray.platform.composition import Runtime
 
-    codec = composition.event_codec()
-    writer = composition.build_writer(settings, partition)
+    rt = Runtime.load(settings)
+    codec = rt.codec
+    writer = rt.build_writer(partition)
     writer.init()
     rng = random.Random(seed)
     balances = dict.fromkeys(accounts, 0)
@@ -74,11 +75,11 @@ class _ReadDecode:
     """The limit: read and decode one partition, nothing else."""
 
     def __init__(self, settings: Any, partition: int) -> None:
-        from eventray.platform import composition
-        from eventray.platform.eventlog.reader import PartitionReader
+        from eventray.platform.composition import Runtime
 
-        self._codec = composition.event_codec()
-        self._reader = PartitionReader(bootstrap=settings.kafka_address, topic=settings.topic, partition=partition)
+        rt = Runtime.load(settings)
+        self._codec = rt.codec
+        self._reader = rt.reader(partition)
         self._end = self._reader.last_stable_offset()
 
     def run(self) -> tuple[int, float, float]:
@@ -89,8 +90,8 @@ class _ReadDecode:
         return n, t0, time.time()
 
 
-def read_decode_limit(settings: Any) -> dict[str, Any]:
-    actors = [_ReadDecode.remote(settings, p) for p in range(PARTITIONS)]
+def read_decode_limit(rt: Any) -> dict[str, Any]:
+    actors = [_ReadDecode.remote(rt.settings, p) for p in range(PARTITIONS)]
     results = ray.get([a.run.remote() for a in actors])
     for a in actors:
         ray.kill(a)
@@ -105,7 +106,7 @@ def main() -> None:
     peer_events = events  # the same work: the peer replays as many events as eventray
     repeats = args.repeats or (2 if args.quick else 3)
 
-    from eventray.platform import composition
+    from eventray.platform.composition import Runtime
     from eventray.platform.devstack import effective_settings
     from eventray.platform.migrations import migrate
     from eventray.platform.projections.actor import stop_topic_runners
@@ -118,9 +119,10 @@ def main() -> None:
     dsn = base.dsn.rsplit("/", 1)[0] + "/" + db
     settings = base.model_copy(update={"database_url": dsn, "topic": f"bench-replay-{uuid.uuid4().hex[:8]}",
                                        "partitions": PARTITIONS})
+    rt = Runtime.load(settings)
     migrate(dsn)
-    composition.connect_ray(settings)
-    composition.ensure_event_topic(settings)
+    rt.connect_ray()
+    rt.ensure_topic()
     result: dict[str, Any] = {}
     try:
         from eventray.platform.eventlog.admin import partition_for
@@ -130,21 +132,21 @@ def main() -> None:
         for a in accounts:
             per_part[partition_for(a, PARTITIONS)].append(a)
         t = time.perf_counter()
-        written = sum(ray.get([_seed_partition.remote(settings, p, per_part[p], events // PARTITIONS, p)
+        written = sum(ray.get([_seed_partition.remote(rt.settings, p, per_part[p], events // PARTITIONS, p)
                                for p in range(PARTITIONS)]))
         print(f"seeded {written:,} events in {time.perf_counter() - t:.1f}s")
 
         runs, limits = [], []
         for i in range(repeats):
-            limits.append(read_decode_limit(settings))
+            limits.append(read_decode_limit(rt))
             print(f"read+decode limit run {i + 1}: {limits[-1]['events_per_s']:,.0f} events/s")
-            report = replay(settings, "account_activity", timeout_s=1800)
+            report = replay(rt, "account_activity", timeout_s=1800)
             runs.append({"events": report.events, "seconds": report.catch_up_s, "startup_s": report.startup_s,
                          "events_per_s": report.events_per_s, "version": report.new_version})
             print(f"replay run {i + 1}: {report.events:,} events in {report.catch_up_s:.2f}s = "
                   f"{report.events_per_s:,.0f} events/s (+{report.startup_s:.1f}s runner start-up)")
             assert report.events == written, (report.events, written)
-        stop_topic_runners(settings)
+        stop_topic_runners(rt)
 
         from benchmarks import _peer_replay
 
@@ -183,7 +185,7 @@ def main() -> None:
         ], ["system", "events/s"])
         print(f"ratio {result['ratio']:.1f}x peer, {result['fraction_of_limit']:.0%} of the limit -> {path}")
     finally:
-        stop_topic_runners(settings)
+        stop_topic_runners(rt)
         with psycopg.connect(base.dsn, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 

@@ -28,6 +28,7 @@ from benchmarks._common import median, parser, percentile, print_table, write_re
 
 CONCURRENCY = 64
 ACCOUNTS = 1_000
+SAGA = "TransferMoney"
 
 
 async def _eventray_run(client: Any, accounts: list[str], duration_s: float, warmup_s: float,
@@ -75,26 +76,33 @@ async def _eventray_run(client: Any, accounts: list[str], duration_s: float, war
 
 def _eventray(settings: Any, duration_s: float, warmup_s: float, repeats: int) -> tuple[list[dict], list[dict]]:
     from eventray.aggregates.account import Deposit, OpenAccount
-    from eventray.platform import composition
+    from eventray.platform.composition import Runtime
+    from eventray.platform.runtime.shards import start_shards, stop_shards
     from eventray.platform.sagas import composition as sagas
-    from eventray.platform.sagas.scoring import AmountRuleScorer
     from eventray.platform.sagas.settings import SagaSettings
+    from eventray.sagas.transfer_money import TransferPolicy
+    from eventray.serving.bank.fraud import AmountRuleScorer
 
-    settings = settings.model_copy(update={"topic": f"bench-sagas-{uuid.uuid4().hex[:8]}", "partitions": 4,
-                                           "shards": 2})
-    ss = SagaSettings(coordinators=2, scorer="rule", fraud_threshold=0.9, poll_ms=2)
-    composition.start_shards(settings)
-    sagas.start_coordinators(settings, ss, scorer=AmountRuleScorer(limit=10**6))
+    rt = Runtime.load(settings.model_copy(update={"topic": f"bench-sagas-{uuid.uuid4().hex[:8]}", "partitions": 4,
+                                                  "shards": 2}))
+    ss = SagaSettings(coordinators=2, poll_ms=2)
+    # the rule scorer and threshold of this run; the other fields are the values this run has always
+    # had (SagaSettings' defaults before the policy moved to TransferPolicy, whose own defaults differ)
+    policy = TransferPolicy(scorer="rule", fraud_threshold=0.9, rule_limit=10**9, step_timeout_ms=5_000,
+                            overall_timeout_ms=60_000, max_attempts=8, compensation_max_attempts=40,
+                            backoff_base_ms=50, backoff_max_ms=2_000)
+    start_shards(rt)
+    sagas.start_coordinators(rt, ss, SAGA, policy=policy, services={"fraud": AmountRuleScorer(limit=10**6).score})
     runs, describes = [], []
 
     async def main() -> None:
-        bus = composition.command_bus(settings)
+        bus = rt.command_bus()
         accounts = [f"ba-{i}" for i in range(ACCOUNTS)]
         for cmds in ([OpenAccount(aggregate_id=a, owner_id="bench", currency="EUR") for a in accounts],
                      [Deposit(aggregate_id=a, amount=10**11) for a in accounts]):
             outs = await bus.send_many(cmds)
             assert all(o.ok for o in outs), [o for o in outs if not o.ok][:2]
-        client = sagas.saga_client(settings, ss)
+        client = sagas.saga_client(rt, ss, SAGA)
         for r in range(repeats):
             runs.append(await _eventray_run(client, accounts, duration_s, warmup_s, seed=r))
         describes.extend(await client.describe())
@@ -102,8 +110,8 @@ def _eventray(settings: Any, duration_s: float, warmup_s: float, repeats: int) -
     try:
         asyncio.run(main())
     finally:
-        sagas.stop_coordinators(settings, ss)
-        composition.stop_shards(settings)
+        sagas.stop_coordinators(rt, SAGA)
+        stop_shards(rt)
     return runs, describes
 
 

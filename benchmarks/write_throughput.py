@@ -62,12 +62,12 @@ def _summary(system: str, concurrency: int, runs: list[dict[str, Any]]) -> dict[
             "failures": sum(r.get("failures", 0) for r in runs)}
 
 
-async def run_eventray(settings, duration_s: float, repeats: int, progress) -> list[dict[str, Any]]:
+async def run_eventray(rt, duration_s: float, repeats: int, progress) -> list[dict[str, Any]]:
     from eventray.aggregates.account import OpenAccount
-    from eventray.platform import composition
+    from eventray.platform.runtime.shards import start_shards, stop_shards
 
-    composition.start_shards(settings)
-    bus = composition.command_bus(settings)
+    start_shards(rt)
+    bus = rt.command_bus()
     accounts = [f"bench-{i}" for i in range(ACCOUNTS)]
     outs = await bus.send_many([OpenAccount(aggregate_id=a, owner_id="bench", currency="EUR") for a in accounts])
     bad = [o for o in outs if not o.ok]
@@ -81,7 +81,7 @@ async def run_eventray(settings, duration_s: float, repeats: int, progress) -> l
             runs.append(await _eventray_point(bus, accounts, c, duration_s, seed=r + 1))
             progress()
         rows.append(_summary("eventray", c, runs))
-    composition.stop_shards(settings)
+    stop_shards(rt)
     return rows
 
 
@@ -114,6 +114,7 @@ def main() -> None:
 
     from rich.progress import Progress
 
+    from eventray.platform.composition import Runtime
     from eventray.platform.devstack import stack
     from eventray.platform.devstack.state import effective_settings
 
@@ -121,11 +122,12 @@ def main() -> None:
     settings = effective_settings()
     settings = settings.model_copy(update={"topic": f"bench-write-{uuid.uuid4().hex[:8]}",
                                            "partitions": PARTITIONS})
+    rt = Runtime.load(settings)
     total = 2 * len(CONCURRENCY) * repeats
     with Progress() as bar:
         task = bar.add_task("write throughput", total=total)
         step = lambda: bar.advance(task)  # noqa: E731
-        ours = asyncio.run(run_eventray(settings, duration_s, repeats, step))
+        ours = asyncio.run(run_eventray(rt, duration_s, repeats, step))
         peer = run_peer(settings.dsn, duration_s, repeats, step)
     rows = ours + peer
     best_ours = max(r["cmds_per_s"] for r in ours)

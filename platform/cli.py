@@ -19,6 +19,7 @@ from eventray.platform.errors import EventrayError
 #: modules with a ``register(subparsers)`` function, in help order
 COMMANDS = (
     "eventray.platform.devstack.cli",
+    "eventray.platform.scaffold",
     "eventray.platform.demo",
     "eventray.platform.projections.cli",
     "eventray.serving.cli",
@@ -28,6 +29,26 @@ COMMANDS = (
     "eventray.platform.deploy.cli",
     "eventray.platform.sagas.cli",
 )
+
+
+def add_app_argument(parser: argparse.ArgumentParser) -> None:
+    """``--app package.module:attr``, for every command that touches a domain."""
+    parser.add_argument("--app", metavar="MODULE:ATTR", default=None,
+                        help="the eventray.App to use (default: EVENTRAY_APP, else the bundled bank)")
+
+
+def load_runtime(args: argparse.Namespace, settings: object | None = None):  # -> Runtime
+    """The runtime of the app ``--app`` names (else ``EVENTRAY_APP``), with the stack's effective
+    settings. The current folder is importable, as with ``uvicorn main:app``."""
+    import os
+
+    from eventray.platform.composition import Runtime
+    from eventray.platform.devstack.state import effective_settings
+
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    settings = settings if settings is not None else effective_settings()
+    return Runtime.load(settings, app=getattr(args, "app", None))  # type: ignore[arg-type]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,12 +14,14 @@ from __future__ import annotations
 import argparse
 import time
 import uuid
+from typing import Any
 
 from rich.console import Console
 
 from eventray.platform import devstack
-from eventray.platform.errors import ServiceUnavailable
-from eventray.platform.settings import Settings
+from eventray.platform.cli import add_app_argument, load_runtime
+from eventray.platform.errors import ConfigurationError, ServiceUnavailable
+from eventray.platform.settings import DEFAULT_APP, Settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -28,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--clients", type=int, default=16, help="concurrent GraphQL clients")
     p.add_argument("--commands", type=int, default=100, help="commands per client")
     p.add_argument("--projection", default="account_balances", help="the projection to rebuild")
+    add_app_argument(p)
     p.set_defaults(func=_demo)
 
 
@@ -37,7 +40,7 @@ def _demo(args: argparse.Namespace) -> int:
     devstack.render(report, console)
     settings = report.settings
     if not getattr(args, "smoke", False):
-        return _scenario(args, settings, console)
+        return _scenario(args, load_runtime(args, settings), console)
     with console.status("smoke check"):
         kafka_line = kafka_round_trip(settings.kafka_address)
         pg_line = postgres_round_trip(settings.dsn)
@@ -46,26 +49,26 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _scenario(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+def _scenario(args: argparse.Namespace, rt: Any, console: Console) -> int:
     import asyncio
 
     from rich.table import Table
 
-    from eventray.platform import composition
+    from eventray.platform.deploy.deploy import deploy
     from eventray.platform.projections.cli import status as projection_status
-    from eventray.serving import demo, deployment
-    from eventray.serving.projections_setup import ensure_projections
+    from eventray.serving import demo
     from eventray.serving.settings import ServingSettings
 
+    if rt.app.import_path != DEFAULT_APP:
+        raise ConfigurationError(f"the demo's scenario is the bundled bank's; for {rt.app.import_path} run "
+                                 "`eventray serve --app ...` and send it commands through GraphQL")
     serving = ServingSettings()
-    with console.status("starting the aggregate shards"):
-        composition.start_shards(settings)
-    with console.status("building missing read models"):
-        built = ensure_projections(settings)
-    if built:
-        console.print(f"built read models: {', '.join(built)}")
-    with console.status("deploying the GraphQL app on Ray Serve"):
-        url = deployment.run(settings, serving)
+    with console.status("starting the app: shards, read models, saga coordinators, GraphQL") as st:
+        report = deploy(rt, None, serving=serving, strict=False, progress=lambda what: st.update(f"starting: {what}"))
+    for change in report.changes:
+        console.print(f"  [green]changed[/] {change}")
+    url = report.graphql_url
+    assert url is not None
     console.print(f"[green]serving[/]   {url}")
     figures = asyncio.run(demo.run_scenario(url, serving, console, clients=args.clients,
                                             commands_per_client=args.commands))
@@ -76,7 +79,7 @@ def _scenario(args: argparse.Namespace, settings: Settings, console: Console) ->
     table.add_row("failed requests", str(figures.failures))
     table.add_row(f"replay {args.projection}", f"{figures.replay_seconds:.1f}s, {figures.replay_queries} queries, "
                                               f"{figures.replay_errors} failed")
-    for row in projection_status(settings):
+    for row in projection_status(rt):
         if row.get("current"):
             table.add_row(f"projection lag: {row['name']} v{row['version']}", f"{row.get('lag', '?')} events")
     table.add_row("GraphiQL", f"{url}  (token: eventray token <user> --role admin)")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
 import msgspec
 
@@ -31,6 +31,8 @@ __all__ = [
     "AlreadyExists",
     "Command",
     "ConcurrencyConflict",
+    "ID_PATTERN",
+    "Id",
     "DomainError",
     "Event",
     "Forbidden",
@@ -39,6 +41,15 @@ __all__ = [
     "RuleViolation",
     "new_id",
 ]
+
+
+#: what an id sent through the API may hold: 1 to 128 of these characters
+ID_PATTERN = r"^[A-Za-z0-9._:@-]+$"
+MAX_ID_LENGTH = 128
+
+#: a command field holding another aggregate's id: checked like the API's ids, an ``ID`` in GraphQL
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN,
+                                 extra={"graphql": "ID"})]
 
 
 def new_id() -> str:
@@ -59,6 +70,9 @@ class Event(msgspec.Struct, frozen=True, tag=True, kw_only=True):
 class Command(msgspec.Struct, frozen=True, tag=True, kw_only=True):
     """Base of every command.
 
+    A command class that creates its aggregate may set ``creates = True`` (a ``ClassVar``):
+    the API then lets a caller leave the id out, and generates one.
+
     Attributes:
         aggregate_id: the aggregate the command is for; also the Kafka key.
         command_id: idempotency key; a repeated id returns the first outcome.
@@ -72,6 +86,9 @@ class Command(msgspec.Struct, frozen=True, tag=True, kw_only=True):
     expected_version: int | None = None
     subject: str | None = None
     correlation_id: str | None = None
+
+    #: whether the command creates its aggregate (the API may generate its id)
+    creates: ClassVar[bool] = False
 
 
 S = TypeVar("S")

@@ -55,6 +55,12 @@ class NotFound(DomainError):
     code = "NOT_FOUND"
 
 
+class UnknownCommand(InvalidCommand):
+    """No aggregate of the app handles this command type."""
+
+    code = "UNKNOWN_COMMAND"
+
+
 class InvalidModelInput(InvalidCommand):
     """The input of a model is not valid for its schema; ``details`` names the field and problem."""
 
@@ -192,6 +198,42 @@ class ConfigurationError(EventrayError):
     """The settings are inconsistent with the running system; the message says what to change."""
 
     code = "CONFIGURATION"
+
+
+class AppInvalid(ConfigurationError):
+    """The app declaration is not valid; the message says what to change."""
+
+    code = "APP_INVALID"
+
+
+class AppNotFound(AppInvalid):
+    """The app's import path does not import, or names no attribute of its module."""
+
+    code = "APP_NOT_FOUND"
+
+
+class NotAnApp(AppInvalid):
+    """The app's import path names something that is not an ``eventray.App``."""
+
+    code = "NOT_AN_APP"
+
+
+class DuplicateEventType(AppInvalid):
+    """Two aggregates of one app have event classes of the same name (the tag stored in the log)."""
+
+    code = "DUPLICATE_EVENT_TYPE"
+
+
+class UnknownCommandType(AppInvalid):
+    """A command type that no aggregate of the app handles."""
+
+    code = "UNKNOWN_COMMAND_TYPE"
+
+
+class SchemaMergeError(AppInvalid):
+    """The app's GraphQL extension does not merge with the platform's schema."""
+
+    code = "SCHEMA_MERGE"
 
 
 class StackError(EventrayError):

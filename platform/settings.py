@@ -14,6 +14,10 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+#: the bundled example app
+DEFAULT_APP = "eventray.serving.bank.app:app"
+
+
 def _default_home() -> Path:
     return Path.home() / ".cache" / "eventray"
 
@@ -73,8 +77,17 @@ class Settings(BaseSettings):
         "line per batch), which `eventray logs --correlation` follows"
     )
 
+    # --- the app: the domain eventray hosts ---
+    app: str = Field(
+        default=DEFAULT_APP, description="import path of the eventray.App to host, 'package.module:attr' "
+        "(the bundled bank by default); --app on the command line sets it"
+    )
+
     # --- the event log ---
-    topic: str = "eventray.events"
+    topic: str | None = Field(
+        default=None, description="the event topic; unset means the app's own (App(topic=...), else "
+        "'<app name>.events')"
+    )
     partitions: int = 4
     dead_letter_topic: str = "eventray.dead-letters"
     transaction_timeout_ms: int = 60_000

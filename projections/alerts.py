@@ -52,6 +52,7 @@ class Alerts(Projection):
     """Append-only alerts plus one feature-state row per account that has moved money."""
 
     name = "alerts"
+    models = ("anomaly",)
     version = 1
     tables = (
         Table("alerts", ("account_id", "at", "kind", "amount", "score", "zscore", "reason", "model_version",

@@ -29,7 +29,6 @@ __all__ = [
     "InvalidCursor",
     "OwnerTotal",
     "Page",
-    "ProjectionStatus",
     "ProjectionUnavailable",
     "UserRow",
     "account_activity",
@@ -39,7 +38,6 @@ __all__ = [
     "get_account",
     "get_user",
     "owner_totals",
-    "projection_status",
     "search_users",
     "users_by_ids",
 ]
@@ -121,21 +119,6 @@ class AlertRow(msgspec.Struct, frozen=True, kw_only=True):
     zscore: float
     reason: str  # "model", "zscore" or "model+zscore"
     model_version: str
-
-
-class ProjectionStatus(msgspec.Struct, frozen=True, kw_only=True):
-    """Where a projection's version stands (see ``eventray projections``)."""
-
-    name: str
-    version: int
-    current: bool
-    status: str
-    offsets: dict[int, int]
-    applied: int
-    lag: int | None
-    dead_letters: int
-    definition_version: int
-    status_reason: str | None = None
 
 
 class Page(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
@@ -391,22 +374,3 @@ async def alerts(pool: Any, account_id: str, *, first: int = 20) -> list[AlertRo
 
 
 # --- status --------------------------------------------------------------------------------
-
-
-async def projection_status(pool: Any) -> list[ProjectionStatus]:
-    """Every projection version the runtime knows (not retired): offsets, dead letters, status.
-
-    ``lag`` is ``None`` here: it needs the log's end offsets, which the CLI's
-    ``eventray projections`` reads from Kafka.
-    """
-    from eventray.platform.projections.store import STATUS_SQL
-
-    async with pool.connection() as conn:
-        cur = await conn.execute(STATUS_SQL)
-        rows = await cur.fetchall()
-    return [
-        ProjectionStatus(name=r[0], version=r[1], current=bool(r[2]), status=r[3],
-                         offsets={int(k): int(v) for k, v in (r[4] or {}).items()}, applied=int(r[5] or 0),
-                         lag=None, dead_letters=int(r[6]), definition_version=r[7], status_reason=r[8])
-        for r in rows
-    ]

@@ -60,7 +60,7 @@ from eventray.platform.sagas.definition import (
 )
 
 __all__ = [
-    "ACTIVE", "MovementToScore", "StepRecord", "TERMINAL", "TransferMoney", "TransferPolicy", "TransferRequest",
+    "ACTIVE", "MovementToScore", "history_effects", "history_movement", "StepRecord", "TERMINAL", "TransferMoney", "TransferPolicy", "TransferRequest",
     "TransferState",
 ]
 
@@ -127,9 +127,16 @@ class TransferState(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class TransferPolicy(msgspec.Struct, frozen=True, kw_only=True):
-    """Timeouts, retries and the fraud threshold (from settings, see ``SagaSettings``)."""
+    """Timeouts, retries and the fraud check: what the app's factory reads from its settings.
+
+    ``scorer`` names the fraud service the coordinator builds for the ``score`` step:
+    ``"anomaly"`` (the ML anomaly model) or ``"rule"`` (``amount / rule_limit``); a movement
+    scoring above ``fraud_threshold`` is refused.
+    """
 
     fraud_threshold: float = 0.0
+    scorer: str = "anomaly"
+    rule_limit: int = 10**9
     step_timeout_ms: int = 5_000
     overall_timeout_ms: int = 30_000
     max_attempts: int = 6
@@ -170,8 +177,11 @@ class TransferMoney(SagaDefinition[TransferState]):
     def status(self, state: TransferState) -> str:
         return state.status
 
-    def accounts(self, state: TransferState) -> tuple[str, ...]:
+    def index_keys(self, state: TransferState) -> tuple[str, ...]:
         return (state.from_account, state.to_account)
+
+    def needs_attention(self, state: TransferState) -> bool:
+        return state.status == "failed_needs_attention"
 
     # --- start -------------------------------------------------------------------------------
 
@@ -354,3 +364,24 @@ class TransferMoney(SagaDefinition[TransferState]):
                 reason=(s.reason or "compensation")[:500], **common))
         assert s.step_deadline_ms is not None
         return (action, ArmDeadline(name="step", at_ms=s.step_deadline_ms))
+
+
+# --- what the saga history checker needs (eventray.platform.sagas.history) --------------------------
+
+_MOVES: dict[type, str] = {TransferDebited: "debit", TransferCredited: "credit", TransferRefunded: "refund",
+                           TransferDebitVoided: "debit_void", TransferCreditVoided: "credit_void"}
+
+
+def history_movement(event: Event) -> tuple[str, str] | None:
+    """``(kind, transfer id)`` of an event a transfer's step writes, each at most once; else ``None``."""
+    kind = _MOVES.get(type(event))
+    return (kind, event.transfer_id) if kind is not None else None  # type: ignore[attr-defined]
+
+
+def history_effects(transfer_id: str, state: TransferState) -> list[tuple[str, str]]:
+    """The movements a transfer that ended in ``state`` wrote exactly once."""
+    if state.status == "completed":
+        return [("debit", transfer_id), ("credit", transfer_id)]
+    if state.status == "compensated" and any(s.result == "refunded" for s in state.steps):
+        return [("debit", transfer_id), ("refund", transfer_id)]
+    return []

@@ -23,12 +23,10 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 
 from eventray.platform.sagas.settings import SagaSettings
-from eventray.platform.settings import Settings
 from eventray.serving.api.document_cache import DocumentCache
 from eventray.serving.api.errors import format_error
 from eventray.serving.api.limits import query_limits
 from eventray.serving.api.principal import ANONYMOUS, InvalidToken, TokenVerifier
-from eventray.serving.api.resolvers import make_loaders
 from eventray.serving.api.schema import executable_schema
 from eventray.serving.api.services import ApiServices
 from eventray.serving.metrics import Metrics
@@ -46,16 +44,20 @@ from eventray.serving.settings import ServingSettings
 log = logging.getLogger("eventray.serving")
 
 
-def build_app(settings: Settings, serving: ServingSettings, *, behind_serve_proxy: bool = False,
+def build_app(rt: Any, serving: ServingSettings, *, behind_serve_proxy: bool = False,
               models: Mapping[str, Any] | None = None, app_name: str | None = None,
               saga_settings: SagaSettings | None = None) -> Any:
-    """The ingress ASGI app for ``settings`` (addresses, topic) and ``serving`` (API options).
+    """The ingress ASGI app of the app of ``rt`` (its runtime: settings, domain) with ``serving``
+    (API options).
 
     ``behind_serve_proxy``: Serve's proxy echoes the request id itself. ``models``: handles
     to the model deployments bound into the ingress (``bind_models``), for the ML fields and
     ``/metrics``; ``app_name``: the Serve application whose replica counts ``/metrics`` shows;
-    ``saga_settings``: the saga coordinators the transfer fields reach (default: ``EVENTRAY_SAGA_*``).
+    ``saga_settings``: the saga coordinators the saga clients reach (default: ``EVENTRAY_SAGA_*``).
     """
+    settings = rt.settings
+    schema = executable_schema(rt)  # a bad extension fails here, before the replica serves
+    ext = rt.app.graphql_extension()
     verifier = TokenVerifier(serving)
     metrics = Metrics()
     state: dict[str, ApiServices] = {}
@@ -63,14 +65,17 @@ def build_app(settings: Settings, serving: ServingSettings, *, behind_serve_prox
 
     def context(request: Any, _data: Any) -> dict[str, Any]:
         services = state["services"]
-        return {
+        ctx = {
             "request": request,
             "services": services,
+            "app": services.app_state,
             "principal": request.scope.get(PRINCIPAL) or ANONYMOUS,
             "request_id": request.scope.get(REQUEST_ID, ""),
-            "loaders": make_loaders(services),
             "ml": ml,
+            "events_rule": ext.events_rule,
         }
+        ctx["loaders"] = dict(ext.loaders(ctx)) if ext.loaders is not None else {}
+        return ctx
 
     def on_connect(websocket: Any, payload: Any) -> None:
         if websocket.scope.get(PRINCIPAL) is not None:
@@ -89,7 +94,7 @@ def build_app(settings: Settings, serving: ServingSettings, *, behind_serve_prox
 
     documents = DocumentCache()
     graphql = GraphQL(
-        executable_schema(),
+        schema,
         context_value=context,
         query_parser=documents.parse,
         query_validator=documents.validate,
@@ -104,7 +109,7 @@ def build_app(settings: Settings, serving: ServingSettings, *, behind_serve_prox
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        state["services"] = await ApiServices.start(settings, serving, metrics=metrics, sagas=saga_settings)
+        state["services"] = await ApiServices.start(rt, serving, metrics=metrics, sagas=saga_settings, setup=ext.setup)
         try:
             yield
         finally:
@@ -146,7 +151,7 @@ def build_app(settings: Settings, serving: ServingSettings, *, behind_serve_prox
     return app
 
 
-def _ml_client(settings: Settings, models: Mapping[str, Any] | None) -> Any:
+def _ml_client(settings: Any, models: Mapping[str, Any] | None) -> Any:
     """The :class:`~eventray.serving.models.MLClient` over the bound model handles, or None."""
     if not models:
         return None

@@ -1,8 +1,9 @@
 """``eventray schema``, ``eventray serve`` and ``eventray token``.
 
-* ``schema`` prints the executable schema's SDL (the committed file must match it).
-* ``serve`` deploys the GraphQL app on the local Ray cluster with Serve (no ``deploy``
-  config needed), after starting the shards.
+* ``schema`` prints the app's executable schema in SDL (for the bank, the committed
+  ``serving/bank/schema.graphql`` must match it).
+* ``serve`` starts the app's shards, projections and saga coordinators on the local Ray cluster
+  and deploys its GraphQL app with Serve (``eventray deploy`` does the same on a cluster).
 * ``token`` mints a development token (HS256, dev secret) for GraphiQL or curl.
 """
 
@@ -11,11 +12,17 @@ from __future__ import annotations
 import argparse
 import sys
 
+from eventray.platform.cli import add_app_argument, load_runtime
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    subparsers.add_parser("schema", help="print the GraphQL schema (SDL)").set_defaults(func=_schema)
-    p = subparsers.add_parser("serve", help="start the shards and deploy the GraphQL app on Ray Serve")
+    sc = subparsers.add_parser("schema", help="print the app's GraphQL schema (SDL)")
+    add_app_argument(sc)
+    sc.set_defaults(func=_schema)
+    p = subparsers.add_parser("serve", help="start the app's actors and deploy its GraphQL app on Ray Serve")
     p.add_argument("--replicas", type=int, default=None)
+    p.add_argument("--no-sagas", action="store_true", help="leave the saga coordinators out")
+    add_app_argument(p)
     p.set_defaults(func=_serve)
     t = subparsers.add_parser("token", help="mint a development bearer token (HS256)")
     t.add_argument("subject")
@@ -25,30 +32,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _schema(args: argparse.Namespace) -> int:
+    from eventray.platform.settings import Settings
     from eventray.serving.api.schema import printed_sdl
 
-    sys.stdout.write(printed_sdl())
+    sys.stdout.write(printed_sdl(load_runtime(args, Settings())))  # no stack needed
     return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from eventray.platform import composition
-    from eventray.platform.devstack.state import effective_settings
-    from eventray.serving import deployment
+    from eventray.platform.deploy.deploy import deploy
+    from eventray.serving.api.schema import executable_schema
     from eventray.serving.settings import ServingSettings
 
     console = Console()
-    settings = effective_settings()
+    rt = load_runtime(args)
+    executable_schema(rt)  # a GraphQL extension that does not merge fails before anything starts
     serving = ServingSettings()
     if args.replicas:
         serving = serving.model_copy(update={"replicas": args.replicas})
-    with console.status("starting shards"):
-        composition.start_shards(settings)
-    with console.status("deploying the GraphQL app"):
-        url = deployment.run(settings, serving)
-    console.print(f"GraphQL and GraphiQL: [bold]{url}[/]")
+    with console.status(f"starting {rt.app.name}") as st:
+        report = deploy(rt, None, serving=serving, sagas=not args.no_sagas, strict=False,
+                        progress=lambda what: st.update(f"starting {rt.app.name}: {what}"))
+    for change in report.changes:
+        console.print(f"  [green]changed[/] {change}")
+    console.print(f"GraphQL and GraphiQL: [bold]{report.graphql_url}[/]")
     return 0
 
 

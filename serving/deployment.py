@@ -45,40 +45,51 @@ class GraphQLIngress:
         from eventray.platform.observability import logs
 
         logs.configure(json_lines=settings.log_json)
-        self._settings = settings
+        self._settings = settings  # names the app by import path; the replica imports it
         self._serving = serving
         self._models = models
         self._saga_settings = saga_settings
 
     def __serve_build_asgi_app__(self):  # noqa: ANN204 - Serve's hook
+        from eventray.platform.composition import Runtime
         from eventray.serving.app import build_app
 
-        return build_app(self._settings, self._serving, behind_serve_proxy=True, models=self._models,
+        return build_app(Runtime.load(self._settings), self._serving, behind_serve_proxy=True, models=self._models,
                          app_name=self._serving.app_name, saga_settings=self._saga_settings)
 
 
-def run(settings: Settings, serving: ServingSettings, *, wait_s: float = 120.0, models: bool | None = None,
+def run(rt: Any, serving: ServingSettings, *, wait_s: float = 120.0, models: bool | None = None,
         saga_settings: SagaSettings | None = None) -> str:
-    """Deploy (or update) the app on the Ray cluster of ``settings``; returns the GraphQL URL.
+    """Deploy (or update) the GraphQL app of ``rt`` (the app's runtime) on its Ray cluster; returns the
+    GraphQL URL.
 
     Serve's HTTP proxy listens on ``serving.http_host:http_port``. Waits until ``/healthz``
     answers through the proxy. ``models``: compose the model deployments into the app
-    (``bind_models``) for the ML fields; default: when ``settings.models_dir`` has trained models.
+    (``bind_models``) for the ML fields; default: when the app uses models and ``settings.models_dir``
+    has trained ones. The schema is built here first, so an extension that does not merge fails
+    before anything is deployed.
     ``saga_settings``: the saga coordinators the transfer fields reach (default: the
     ``EVENTRAY_SAGA_*`` of this process).
     """
     import httpx
 
-    from eventray.platform import composition
+    from eventray.serving.api.schema import executable_schema
 
-    composition.connect_ray(settings)
+    settings = rt.settings
+    serving = serving.for_app(rt)
+    executable_schema(rt)
+    rt.connect_ray()
     serve.start(http_options={"host": serving.http_host, "port": serving.http_port})
     scaling = serving.autoscaling
+    actor_options: dict[str, Any] = {"num_cpus": 0}
+    if "runtime_env" in (options := rt.actor_options()):
+        actor_options["runtime_env"] = options["runtime_env"]
     app = GraphQLIngress.options(  # type: ignore[attr-defined]  # added by @serve.deployment
         **({"autoscaling_config": scaling} if scaling else {"num_replicas": serving.replicas}),
         max_ongoing_requests=serving.max_ongoing_requests,
-        ray_actor_options={"num_cpus": 0},
-    ).bind(settings, serving, saga_settings=saga_settings or SagaSettings(), **_model_apps(settings, models))
+        ray_actor_options=actor_options,
+    ).bind(settings, serving, saga_settings=saga_settings or SagaSettings(),
+           **_model_apps(settings, models if rt.app.models else False))
     serve.run(app, name=serving.app_name, route_prefix=serving.route_prefix, blocking=False)
     base = f"http://{serving.http_host}:{serving.http_port}{serving.route_prefix.rstrip('/')}"
     deadline = time.monotonic() + wait_s

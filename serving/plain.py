@@ -12,6 +12,7 @@ import argparse
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
+    from eventray.platform.composition import Runtime
     from eventray.platform.devstack.state import effective_settings
     from eventray.serving.app import build_app
     from eventray.serving.settings import ServingSettings
@@ -19,8 +20,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m eventray.serving.plain")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--app", default=None, help="the eventray.App (default: EVENTRAY_APP, else the bank)")
     args = parser.parse_args(argv)
-    app = build_app(effective_settings(), ServingSettings())
+    app = build_app(Runtime.load(effective_settings(), app=args.app), ServingSettings())
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
                 loop="uvloop", http="httptools", ws="websockets", lifespan="on")
 

@@ -56,8 +56,10 @@ class ServingSettings(BaseSettings):
     http_port: int = 8000
 
     # --- Ray Serve ---
-    app_name: str = "eventray"
-    route_prefix: str = "/"
+    app_name: str = Field(default="eventray", description="the Serve application; an app other than the "
+                          "bundled bank gets its App name unless this is set")
+    route_prefix: str = Field(default="/", description="where it answers; an app other than the bundled bank "
+                              "gets /<App name> unless this is set")
     replicas: int = 1
     max_ongoing_requests: int = 1024
     read_pool_max: int = 8
@@ -111,3 +113,15 @@ class ServingSettings(BaseSettings):
         if self.profile == "production":
             return None
         return self.jwt_secret or DEV_JWT_SECRET
+
+    def for_app(self, rt: Any) -> ServingSettings:
+        """These settings for the app of ``rt``: an app other than the bundled bank gets a Serve
+        application and a route of its own (``<name>``, ``/<name>``) unless they were set, so several
+        apps share one Ray cluster without replacing each other."""
+        from eventray.platform.settings import DEFAULT_APP
+
+        if rt.settings.app == DEFAULT_APP:
+            return self
+        update = {k: v for k, v in (("app_name", rt.app.name), ("route_prefix", f"/{rt.app.name}"))
+                  if k not in self.model_fields_set}
+        return self.model_copy(update=update) if update else self

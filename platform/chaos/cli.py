@@ -1,27 +1,39 @@
 """``eventray chaos ...``: one fault at a time, or the seeded monkey.
 
 Acts on the dev stack of the environment (``EVENTRAY_HOME``, ports): only on what that stack
-started. Point it at a separate stack for experiments (see docs/operations.md).
+started. Point it at a separate stack for experiments (see docs/operations.md). The faults on
+actors and the monkey touch an app (its topic, its projections, sagas and workload): they take
+``--app``.
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from rich.console import Console
 
+from eventray.platform.cli import add_app_argument, load_runtime
+from eventray.platform.errors import ConfigurationError
 from eventray.platform.settings import Settings
 
+__all__ = ["register"]
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("chaos", help="inject faults into the local dev stack; the chaos monkey")
     sub = p.add_subparsers(dest="fault", required=True, metavar="FAULT")
     s = sub.add_parser("kill-shard", help="SIGKILL a shard actor (random when N is omitted)")
     s.add_argument("index", nargs="?", type=int)
+    add_app_argument(s)
     s = sub.add_parser("kill-runner", help="SIGKILL a runner of projection NAME (or the actor NAME)")
     s.add_argument("name")
+    s.add_argument("--version", type=int, default=None, help="only that version's runners (default: any)")
+    add_app_argument(s)
     s = sub.add_parser("kill-coordinator", help="SIGKILL a saga coordinator (random when N is omitted)")
     s.add_argument("index", nargs="?", type=int)
+    s.add_argument("--saga", default=None, help="saga name (default: the app's only saga)")
+    add_app_argument(s)
     s = sub.add_parser("pause-kafka", help="SIGSTOP the broker for SECONDS, then SIGCONT")
     s.add_argument("seconds", type=float)
     sub.add_parser("restart-kafka", help="stop and start the broker")
@@ -29,29 +41,48 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s = sub.add_parser("delay-kafka", help="delay the broker's traffic by MS (tc netem in the broker's namespace, or the stack's Toxiproxy)")
     s.add_argument("ms", type=int)
     s.add_argument("--for", dest="seconds", type=float, default=10.0, help="seconds (default 10)")
-    s = sub.add_parser("monkey", help="seeded random faults under a workload, then the invariants")
+    s = sub.add_parser("monkey", help="seeded random faults under the app's workload, then the invariants")
     s.add_argument("--duration", type=float, default=60.0, help="seconds of faults (default 60)")
     s.add_argument("--seed", type=int, default=1)
+    add_app_argument(s)
     p.set_defaults(func=_main)
+
+
+def _saga(rt: Any, name: str | None) -> str:
+    """The saga ``--saga`` names (checked against the app), else the app's only one."""
+    if name is not None:
+        return str(rt.app.saga(name).name)
+    if len(rt.app.sagas) != 1:
+        raise ConfigurationError(f"app {rt.app.name} declares {len(rt.app.sagas)} sagas "
+                                 f"({', '.join(sorted(rt.app.sagas)) or 'none'}); name one with --saga")
+    return str(next(iter(rt.app.sagas)))
 
 
 def _main(args: argparse.Namespace) -> int:
     from eventray.platform.chaos import faults, monkey
 
-    settings = Settings()
+    settings = Settings()  # configured: a fault refuses anything this stack did not start
     console = Console(highlight=False)
     if args.fault == "monkey":
-        report = monkey.run(settings, duration_s=args.duration, seed=args.seed, out=console.print)
+        report = monkey.run(load_runtime(args), settings, duration_s=args.duration, seed=args.seed,
+                            out=console.print)
         return 0 if report.ok else 1
-    run = {
-        "kill-shard": lambda: faults.kill_shard(settings, args.index),
-        "kill-runner": lambda: faults.kill_runner(settings, args.name),
-        "kill-coordinator": lambda: faults.kill_coordinator(settings, args.index),
-        "pause-kafka": lambda: faults.pause_kafka(settings, args.seconds),
-        "restart-kafka": lambda: faults.restart_kafka(settings),
-        "restart-postgres": lambda: faults.restart_postgres(settings),
-        "delay-kafka": lambda: faults.delay_kafka(settings, args.ms, args.seconds),
-    }[args.fault]
-    result = run()
+    if args.fault in ("kill-shard", "kill-runner", "kill-coordinator"):
+        rt = load_runtime(args)
+        if args.fault == "kill-shard":
+            result = faults.kill_shard(settings, args.index, topic=rt.topic)
+        elif args.fault == "kill-runner":
+            if not args.name.startswith("projection:"):
+                rt.app.projection(args.name)  # an unknown name fails here, naming the app's projections
+            result = faults.kill_runner(settings, args.name, topic=rt.topic, version=args.version)
+        else:
+            result = faults.kill_coordinator(settings, _saga(rt, args.saga), args.index, topic=rt.topic)
+    else:
+        result = {
+            "pause-kafka": lambda: faults.pause_kafka(settings, args.seconds),
+            "restart-kafka": lambda: faults.restart_kafka(settings),
+            "restart-postgres": lambda: faults.restart_postgres(settings),
+            "delay-kafka": lambda: faults.delay_kafka(settings, args.ms, args.seconds),
+        }[args.fault]()
     console.print(f"{result.kind} {result.target}: recovered after {result.recovered_s:.2f}s {result.detail}")
     return 0

@@ -1,6 +1,8 @@
 """Faults injected into a local dev stack, each refusing anything that stack did not start.
 
-Every fault takes the *configured* settings of a stack (``EVENTRAY_HOME`` and ports) and:
+Every fault takes the *configured* settings of a stack (``EVENTRAY_HOME`` and ports); a fault on
+an actor also takes the app's event topic (``Runtime.topic``) and, for runners and coordinators,
+the projection or saga whose actors it kills, so nothing here names a domain. Each fault:
 
 * acts only on processes the stack started: the broker of its own pid file, the PostgreSQL
   cluster of its own state file, and Ray actors whose process descends from its own Ray head
@@ -28,11 +30,13 @@ from typing import Any
 from eventray.platform.devstack import _proc, kafka, netns, postgres, rayhead, toxiproxy
 from eventray.platform.devstack.state import effective_settings
 from eventray.platform.errors import StackError
+from eventray.platform.runtime.actors import NAMESPACE
 from eventray.platform.settings import Settings
 
-log = logging.getLogger("eventray.chaos")
+__all__ = ["NAMESPACE", "FaultResult", "connect", "delay_available", "delay_kafka", "kill_coordinator",
+           "kill_runner", "kill_shard", "pause_kafka", "restart_kafka", "restart_postgres"]
 
-NAMESPACE = "eventray"
+log = logging.getLogger("eventray.chaos")
 
 
 @dataclass(frozen=True)
@@ -60,20 +64,25 @@ def _stack_pids(settings: Settings) -> set[int]:
     return set(_proc.with_descendants(roots))
 
 
-def _connect(settings: Settings) -> None:
-    import ray
+def connect(settings: Settings, *, runtime_env: dict[str, Any] | None = None) -> None:
+    """Join this stack's own Ray head (refusing any other) as a driver.
 
+    Args:
+        settings: the stack's configured settings.
+        runtime_env: the app's Ray runtime env (``Runtime.job_env()``), for a driver that runs
+            the app's code on the workers; the first join of a process decides it.
+    """
     from eventray.platform import composition
 
     _stack_pids(settings)  # refuse before connecting anywhere
-    composition.connect_ray(effective_settings(settings))
+    composition.connect_ray(effective_settings(settings), runtime_env=runtime_env)
 
 
 def _kill_actor(settings: Settings, name: str, kind: str, wait_ready: Callable[[Any], Any]) -> FaultResult:
     """SIGKILL the process of a named actor of this stack; Ray restarts it; wait until ready."""
     import ray
 
-    _connect(settings)
+    connect(settings)
     try:
         handle = ray.get_actor(name, namespace=NAMESPACE)
     except ValueError as e:
@@ -99,38 +108,72 @@ def _kill_actor(settings: Settings, name: str, kind: str, wait_ready: Callable[[
 
 
 def _named(prefix: str) -> list[str]:
-    from ray.util import list_named_actors
+    """Live actor names of the eventray namespace that start with ``prefix``, sorted."""
+    from eventray.platform.runtime.actors import live_names
 
-    return sorted(e["name"] for e in list_named_actors(all_namespaces=True)
-                  if e.get("namespace") == NAMESPACE and e.get("name", "").startswith(prefix))
+    return sorted(n for n in live_names() if n.startswith(prefix))
+
+
+def _pick(group: Any, index: int | None, rng: random.Random | None, missing: str) -> str:
+    """Actor ``index`` of an :class:`~eventray.platform.runtime.actors.ActorGroup`, or a random live one."""
+    live = group.live()
+    if not live:
+        raise StackError(missing)
+    if index is None:
+        return str((rng or random).choice(sorted(live.values())))
+    if index not in live:
+        raise StackError(f"no {group.what} {group.name(index)} runs on this stack; live: {sorted(live)}")
+    return str(live[index])
 
 
 # --------------------------------------------------------------------------- the faults
 
 
-def kill_shard(settings: Settings, index: int | None = None, *, rng: random.Random | None = None) -> FaultResult:
-    """Kill shard actor ``index`` (a random one when omitted); wait until it recovered."""
+def kill_shard(settings: Settings, index: int | None = None, *, topic: str,
+               rng: random.Random | None = None) -> FaultResult:
+    """Kill shard actor ``index`` of ``topic`` (a random one when omitted); wait until it recovered.
+
+    Args:
+        settings: the stack's configured settings.
+        index: the shard's index; ``None`` picks one with ``rng``.
+        topic: the app's event topic (``Runtime.topic``).
+        rng: where a random choice comes from.
+    """
     import ray
 
-    _connect(settings)
-    names = _named(f"shard:{settings.topic}:")
-    if not names:
-        raise StackError(f"no shard actors of topic {settings.topic!r} run on this stack")
-    name = f"shard:{settings.topic}:{index}" if index is not None else (rng or random).choice(names)
+    from eventray.platform.runtime.shards import shard_group
+
+    connect(settings)
+    name = _pick(shard_group(topic), index, rng, f"no shard actors of topic {topic!r} run on this stack")
     return _kill_actor(settings, name, "kill-shard", lambda h: ray.get(h.ready.remote(), timeout=60))
 
 
-def kill_runner(settings: Settings, name: str, *, rng: random.Random | None = None) -> FaultResult:
-    """Kill a projection runner: an actor name, or a projection name (a random partition's runner)."""
+def kill_runner(settings: Settings, name: str, *, topic: str, version: int | None = None,
+                rng: random.Random | None = None) -> FaultResult:
+    """Kill a projection runner: an actor name, or a projection name (a random runner of it).
+
+    Args:
+        settings: the stack's configured settings.
+        name: ``projection:...`` (one runner actor), or the projection's name.
+        topic: the app's event topic (``Runtime.topic``).
+        version: only the runners of this version of the projection; ``None``: any version's.
+        rng: where a random choice comes from.
+    """
     import ray
 
-    _connect(settings)
+    from eventray.platform.projections.actor import runner_group
+    from eventray.platform.runtime.actors import group_prefix
+
+    connect(settings)
+    missing = f"no runner of projection {name!r} on topic {topic!r} runs on this stack"
     if name.startswith("projection:"):
         actor = name
-    else:
-        candidates = [n for n in _named(f"projection:{settings.topic}:{name}:")]
+    elif version is not None:
+        actor = _pick(runner_group(topic, name, version), None, rng, missing + f" (version {version})")
+    else:  # any version: the runner names of every version share this prefix
+        candidates = _named(group_prefix("projection", topic, name))
         if not candidates:
-            raise StackError(f"no runner of projection {name!r} on topic {settings.topic!r} runs on this stack")
+            raise StackError(missing)
         actor = (rng or random).choice(candidates)
 
     def ready(h: Any) -> None:
@@ -141,16 +184,24 @@ def kill_runner(settings: Settings, name: str, *, rng: random.Random | None = No
     return _kill_actor(settings, actor, "kill-runner", ready)
 
 
-def kill_coordinator(settings: Settings, index: int | None = None, *, saga: str = "TransferMoney",
+def kill_coordinator(settings: Settings, saga: str, index: int | None = None, *, topic: str,
                      rng: random.Random | None = None) -> FaultResult:
-    """Kill a saga coordinator (a random one when ``index`` is omitted); wait until it recovered."""
+    """Kill a coordinator of ``saga`` (a random one when ``index`` is omitted); wait until it recovered.
+
+    Args:
+        settings: the stack's configured settings.
+        saga: the saga's name (``App.sagas``).
+        index: the coordinator's index; ``None`` picks one with ``rng``.
+        topic: the app's event topic (``Runtime.topic``).
+        rng: where a random choice comes from.
+    """
     import ray
 
-    _connect(settings)
-    names = _named(f"saga:{settings.topic}:{saga}:")
-    if not names:
-        raise StackError(f"no {saga} coordinators of topic {settings.topic!r} run on this stack")
-    name = names[index] if index is not None else (rng or random).choice(names)
+    from eventray.platform.sagas.composition import coordinator_group
+
+    connect(settings)
+    name = _pick(coordinator_group(topic, saga), index, rng,
+                 f"no {saga} coordinators of topic {topic!r} run on this stack")
     return _kill_actor(settings, name, "kill-coordinator", lambda h: ray.get(h.ready.remote(), timeout=60))
 
 

@@ -1,44 +1,59 @@
-"""``eventray chaos monkey``: seeded random faults under a workload, then the invariants.
+"""``eventray chaos monkey``: seeded random faults under an app's workload, then the invariants.
 
-The workload opens accounts and deposits into them through the command bus (each command
-retried with its own ``command_id`` until acknowledged: idempotency makes that safe), and runs
-TransferMoney sagas between them when coordinators run. Meanwhile a schedule drawn from
-``random.Random(seed)`` injects the faults of :mod:`.faults`, one at a time. At the end:
+The app names its workload, ``App(chaos="module:attr")``: a factory
+``workload(rt, tag, rng, saga_settings) -> Workload`` (see :class:`Workload`). The monkey runs
+the workload's ``setup``, then a few copies of its ``worker`` while a schedule drawn from
+``random.Random(seed)`` injects the faults of :mod:`.faults`, one at a time, every kind once
+before any repeats. Then it checks the platform's invariant itself:
 
-* **lost**: an acknowledged command whose event is not in the committed log;
-* **duplicated**: a command whose events the log holds more than once;
-* **mismatched**: an account whose balance in the ``account_balances`` read model (caught up
-  to the log's end) differs from the shard's committed state, or from the acknowledged
-  deposits and transfers;
-* sagas not terminal, money not conserved, and the saga history checker's findings.
+* **lost**: an acknowledged command whose events are not (all) in the committed log;
+* **duplicated**: a command applied more than once: its events repeat, or fall into more than
+  one decision (one decision's events are consecutive versions of one aggregate), or exceed
+  what its acknowledgement reported;
 
-The last line is ``N faults, L lost, D duplicated, M mismatched``.
+and asks the workload for the domain's (``Workload.check``): **mismatched** read models, and
+whatever else the domain promises (money conserved, sagas ended), as report lines.
+
+The factory's module may also define ``prepare(rt)``: what the chaos stack
+(:mod:`eventray.platform.chaos.stack`) starts beside the shards for the workload (projection
+runners, saga coordinators and their policy).
+
+The last line printed is ``N faults, L lost, D duplicated, M mismatched``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import random
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from eventray.platform.chaos import faults
-from eventray.platform.devstack.state import effective_settings
+from eventray.platform.errors import ConfigurationError, Retryable
 from eventray.platform.settings import Settings
+
+__all__ = ["KINDS", "Acked", "CommandSender", "MonkeyReport", "Targets", "Workload", "WorkloadFactory",
+           "available_kinds", "check_log", "inject", "load_workload", "projection_caught_up", "run",
+           "stack_preparation"]
 
 log = logging.getLogger("eventray.chaos.monkey")
 
 KINDS = ("kill-shard", "kill-runner", "kill-coordinator", "pause-kafka", "restart-kafka",
          "restart-postgres", "delay-kafka")
-PROJECTION = "account_balances"
+WORKERS = 4
 
 
 @dataclass
 class MonkeyReport:
-    """The outcome of a run."""
+    """The outcome of a run: the faults, the platform's findings, and the workload's.
+
+    ``mismatched``, ``lines`` and ``domain_ok`` are the workload's to fill (``Workload.check``).
+    """
 
     faults: list[faults.FaultResult] = field(default_factory=list)
     fault_errors: list[str] = field(default_factory=list)
@@ -47,13 +62,12 @@ class MonkeyReport:
     retries: int = 0
     lost: list[str] = field(default_factory=list)
     duplicated: list[str] = field(default_factory=list)
+    #: read-model rows that differ from the committed state, one line each
     mismatched: list[str] = field(default_factory=list)
-    sagas_started: int = 0
-    sagas_not_terminal: list[str] = field(default_factory=list)
-    money_expected: int = 0
-    money_found: int = 0
-    history: str = "not run (no saga coordinators)"
-    history_valid: bool = True
+    #: the domain's own findings, printed after the projection mismatches
+    lines: list[str] = field(default_factory=list)
+    #: False when the domain found a broken promise of its own (not counted in ``mismatched``)
+    domain_ok: bool = True
 
     def slowest(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -63,8 +77,7 @@ class MonkeyReport:
 
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.duplicated or self.mismatched or self.sagas_not_terminal
-                    or self.money_expected != self.money_found or not self.history_valid or self.fault_errors)
+        return not (self.lost or self.duplicated or self.mismatched or self.fault_errors) and self.domain_ok
 
     def closing_line(self) -> str:
         return (f"{len(self.faults)} faults, {len(self.lost)} lost, {len(self.duplicated)} duplicated, "
@@ -81,40 +94,188 @@ class MonkeyReport:
                   f"acknowledged commands lost: {len(self.lost)} {self.lost[:5]}",
                   f"commands applied twice: {len(self.duplicated)} {self.duplicated[:5]}",
                   f"projection mismatches: {len(self.mismatched)} {self.mismatched[:5]}",
-                  f"sagas started: {self.sagas_started}, not terminal: {len(self.sagas_not_terminal)} "
-                  f"{self.sagas_not_terminal[:5]}",
-                  f"money: expected {self.money_expected}, found {self.money_found} "
-                  f"({'conserved' if self.money_expected == self.money_found else 'NOT conserved'})",
-                  f"history checker: {self.history}",
+                  *self.lines,
                   self.closing_line()]
         return "\n".join(lines)
 
 
-def available_kinds(settings: Settings) -> tuple[list[str], dict[str, str]]:
-    """The fault kinds this stack supports now, and why the others are skipped."""
-    import ray
+# --------------------------------------------------------------------------- the workload protocol
 
-    faults._connect(settings)
-    names = [e["name"] for e in ray.util.list_named_actors(all_namespaces=True)]
+
+@dataclass(frozen=True)
+class Acked:
+    """An acknowledged command: where it applied and what its acknowledgement said.
+
+    Attributes:
+        aggregate_id: the aggregate it addressed.
+        version: the aggregate's version after the command's (first) application.
+        events: how many events the acknowledgement reported; ``None`` when it did not say
+            (a repeat answered by a recovered shard, which remembers only the version).
+    """
+
+    aggregate_id: str
+    version: int
+    events: int | None
+
+
+class Workload(Protocol):
+    """What the monkey drives against an app, and the app's own invariants.
+
+    Built by the app's factory ``workload(rt, tag, rng, saga_settings)`` inside the monkey's
+    event loop, with Ray joined: ``rt`` is the app's runtime (effective settings), ``tag`` a
+    prefix unique to the run that every aggregate id the workload writes starts with (the
+    monkey reads those aggregates' records back), ``rng`` the workload's own seeded random
+    source, ``saga_settings`` the stack's :class:`~eventray.platform.sagas.settings.SagaSettings`.
+    """
+
+    #: the projection whose runners ``kill-runner`` kills; ``None`` skips that kind
+    projection: str | None
+    #: the saga whose coordinators ``kill-coordinator`` kills; ``None`` skips that kind
+    saga: str | None
+
+    @property
+    def acked(self) -> Mapping[str, Acked]:
+        """Command id -> :class:`Acked`, for every command acknowledged so far (:class:`CommandSender`)."""
+
+    @property
+    def retries(self) -> int:
+        """Sends repeated after a retryable error."""
+
+    async def setup(self, deadline: float) -> None:
+        """Before any fault: create what the workers need; give up at ``deadline`` (monotonic)."""
+
+    async def worker(self, stop: asyncio.Event, deadline: float) -> None:
+        """Send commands until ``stop`` is set; a send in flight gives up at ``deadline``."""
+
+    async def check(self, report: MonkeyReport) -> None:
+        """After the faults: fill ``report.mismatched``, ``report.lines`` and ``report.domain_ok``."""
+
+
+#: ``workload(rt, tag, rng, saga_settings) -> Workload``, what ``App.chaos`` names
+WorkloadFactory = Callable[[Any, str, random.Random, Any], Workload]
+
+
+class CommandSender:
+    """Sends commands through a command bus, each resent with its own ``command_id`` until
+    acknowledged: idempotency makes that safe, and the acknowledgements are what is checked.
+
+    Args:
+        bus: the app's :class:`~eventray.platform.runtime.bus.CommandBus` (``rt.command_bus()``).
+        retry_s: pause before a resend.
+    """
+
+    def __init__(self, bus: Any, *, retry_s: float = 0.2) -> None:
+        self.bus = bus
+        self.acked: dict[str, Acked] = {}
+        self.retries = 0
+        self._retry_s = retry_s
+
+    async def send(self, command: Any, deadline: float) -> bool:
+        """Send ``command`` until acknowledged (True) or ``deadline`` (monotonic) passed (False).
+
+        Raises:
+            RuntimeError: the command was refused for good (a domain error, an invalid command).
+        """
+        while True:
+            outcome = await self.bus.send(command)
+            if outcome.ok:
+                told = len(outcome.events) if (outcome.events or not outcome.duplicate) else None
+                self.acked[command.command_id] = Acked(outcome.aggregate_id, outcome.version, told)
+                return True
+            if not isinstance(outcome.error, Retryable):
+                raise RuntimeError(f"{command.command_id}: {outcome.error_type}: {outcome.error_message}")
+            if time.monotonic() > deadline:
+                return False
+            self.retries += 1
+            await asyncio.sleep(self._retry_s)
+
+
+def load_workload(rt: Any) -> WorkloadFactory:
+    """The workload factory ``rt.app.chaos`` names.
+
+    Raises:
+        ConfigurationError: the app declares none, or it is not callable.
+        AppNotFound: the path does not import.
+    """
+    from eventray.platform.app import _import_attr
+
+    path = rt.app.chaos
+    if path is None:
+        raise ConfigurationError(f"app {rt.app.name} declares no chaos workload: set App(chaos='module:attr')")
+    factory = _import_attr(path, what="chaos workload")
+    if not callable(factory):
+        raise ConfigurationError(f"{path} is a {type(factory).__name__}, not a workload factory "
+                                 "workload(rt, tag, rng, saga_settings)")
+    return factory  # type: ignore[no-any-return]
+
+
+def stack_preparation(rt: Any) -> Callable[[Any], None] | None:
+    """``prepare(rt)`` from the module of the app's workload factory, when it defines one."""
+    if rt.app.chaos is None:
+        return None
+    load_workload(rt)  # the same messages when the path is wrong
+    module = importlib.import_module(rt.app.chaos.partition(":")[0])
+    return getattr(module, "prepare", None)
+
+
+# --------------------------------------------------------------------------- the faults
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What the actor faults aim at: the app's topic, the workload's projection version and saga."""
+
+    topic: str
+    projection: str | None = None
+    version: int | None = None
+    saga: str | None = None
+
+
+def _targets(rt: Any, work: Workload) -> Targets:
+    version = None
+    if work.projection is not None:
+        from eventray.platform.projections.store import ProjectionStore
+
+        store = ProjectionStore(rt.settings.dsn)
+        try:
+            version = store.current_version(work.projection)
+        finally:
+            store.close()
+    return Targets(rt.topic, work.projection, version, work.saga)
+
+
+def available_kinds(settings: Settings, targets: Targets) -> tuple[list[str], dict[str, str]]:
+    """The fault kinds this stack supports now, and why the others are skipped."""
+    from eventray.platform.projections.actor import runner_group
+    from eventray.platform.sagas.composition import coordinator_group
+
+    faults.connect(settings)
     skipped: dict[str, str] = {}
-    if not any(n.startswith(f"saga:{settings.topic}:") for n in names):
-        skipped["kill-coordinator"] = "no saga coordinators run on this topic"
-    if not any(n.startswith(f"projection:{settings.topic}:{PROJECTION}:") for n in names):
-        skipped["kill-runner"] = f"no {PROJECTION} runners run on this topic"
+    if targets.saga is None:
+        skipped["kill-coordinator"] = "the workload drives no saga"
+    elif not coordinator_group(targets.topic, targets.saga).live():
+        skipped["kill-coordinator"] = f"no {targets.saga} coordinators run on this topic"
+    if targets.projection is None:
+        skipped["kill-runner"] = "the workload reads no projection"
+    elif targets.version is None:
+        skipped["kill-runner"] = f"projection {targets.projection} has no current version"
+    elif not runner_group(targets.topic, targets.projection, targets.version).live():
+        skipped["kill-runner"] = f"no {targets.projection} runners run on this topic"
     why = faults.delay_available(settings)
     if why:
         skipped["delay-kafka"] = why
     return [k for k in KINDS if k not in skipped], skipped
 
 
-def inject(settings: Settings, kind: str, rng: random.Random) -> faults.FaultResult:
+def inject(settings: Settings, kind: str, rng: random.Random, targets: Targets) -> faults.FaultResult:
     """One fault of ``kind`` with parameters drawn from ``rng``."""
     if kind == "kill-shard":
-        return faults.kill_shard(settings, rng=rng)
-    if kind == "kill-runner":
-        return faults.kill_runner(settings, PROJECTION, rng=rng)
-    if kind == "kill-coordinator":
-        return faults.kill_coordinator(settings, rng=rng)
+        return faults.kill_shard(settings, topic=targets.topic, rng=rng)
+    if kind == "kill-runner" and targets.projection is not None:
+        return faults.kill_runner(settings, targets.projection, topic=targets.topic, version=targets.version,
+                                  rng=rng)
+    if kind == "kill-coordinator" and targets.saga is not None:
+        return faults.kill_coordinator(settings, targets.saga, topic=targets.topic, rng=rng)
     if kind == "pause-kafka":
         return faults.pause_kafka(settings, rng.uniform(1.0, 5.0))
     if kind == "restart-kafka":
@@ -123,106 +284,95 @@ def inject(settings: Settings, kind: str, rng: random.Random) -> faults.FaultRes
         return faults.restart_postgres(settings)
     if kind == "delay-kafka":
         return faults.delay_kafka(settings, rng.choice((50, 200, 500)), rng.uniform(2.0, 6.0))
-    raise ValueError(f"unknown fault kind {kind!r}; known: {', '.join(KINDS)}")
+    raise ValueError(f"cannot inject {kind!r} at {targets}; known kinds: {', '.join(KINDS)}")
 
 
-class _Workload:
-    """Deposits and transfers with deterministic ids, each retried until acknowledged."""
+# --------------------------------------------------------------------------- the platform's invariant
 
-    def __init__(self, settings: Settings, tag: str, accounts: int, rng: random.Random,
-                 saga_client: Any | None) -> None:
-        from eventray.platform import composition
 
-        self.bus = composition.command_bus(settings)
-        self.tag, self.rng, self.saga = tag, rng, saga_client
-        self.accounts = [f"{tag}-acct-{i}" for i in range(accounts)]
-        self.acked: dict[str, str] = {}  # command_id -> aggregate id
-        self.deposits = 0
-        self.retries = 0
-        self.transfers: list[str] = []
-        self.transfers_acked: list[str] = []
-        self.seq = 0
+def check_log(records: Mapping[str, list[tuple[str, int, str]]],
+              acked: Mapping[str, Acked]) -> tuple[list[str], list[str]]:
+    """Lost and duplicated command ids, from each command's committed records.
 
-    async def send(self, command: Any, deadline: float) -> bool:
-        while True:
-            outcome = await self.bus.send(command)
-            if outcome.ok:
-                self.acked[command.command_id] = command.aggregate_id
-                return True
-            error = outcome.error
-            from eventray.platform.errors import Retryable
+    Args:
+        records: command id -> ``(aggregate id, version, event id)`` of each committed record.
+        acked: the acknowledged commands.
+    """
+    lost, twice = set(), set()
+    for cid, recs in records.items():
+        versions = sorted(v for _, v, _ in recs)
+        aggregates = {a for a, _, _ in recs}
+        # one decision writes consecutive versions of one aggregate, each event once
+        if (len({e for _, _, e in recs}) < len(recs) or len(aggregates) > 1
+                or versions != list(range(versions[0], versions[0] + len(versions)))):
+            twice.add(cid)
+        ack = acked.get(cid)
+        if ack is None:
+            continue
+        if (ack.events is not None and len(recs) > ack.events) or versions[-1] > ack.version:
+            twice.add(cid)
+        if (ack.aggregate_id not in aggregates or versions[-1] < ack.version
+                or (ack.events is not None and len(recs) < ack.events)):
+            lost.add(cid)
+    lost.update(c for c, a in acked.items() if c not in records and a.events != 0)
+    return sorted(lost), sorted(twice)
 
-            if not isinstance(error, Retryable):
-                raise RuntimeError(f"{command.command_id}: {outcome.error_type}: {outcome.error_message}")
-            if time.monotonic() > deadline:
-                return False
-            self.retries += 1
-            await asyncio.sleep(0.2)
 
-    async def setup(self, deadline: float) -> None:
-        from eventray.aggregates.account import Deposit, OpenAccount
-
-        await asyncio.gather(*(self.send(OpenAccount(aggregate_id=a, command_id=f"{a}:open", owner_id=self.tag,
-                                                     currency="EUR"), deadline) for a in self.accounts))
-        await asyncio.gather(*(self.send(Deposit(aggregate_id=a, command_id=f"{a}:seed", amount=1000), deadline)
-                               for a in self.accounts))
-        self.deposits += 1000 * len(self.accounts)
-
-    async def worker(self, stop: asyncio.Event, hard_deadline: float) -> None:
-        from eventray.aggregates.account import Deposit
-
-        while not stop.is_set():
-            self.seq += 1
-            n = self.seq
-            if self.saga is not None and n % 5 == 0:
-                await self._transfer(n, hard_deadline)
+def _committed_records(rt: Any, tag: str) -> dict[str, list[tuple[str, int, str]]]:
+    """Command id -> committed records of the aggregates whose ids start with ``tag``."""
+    out: dict[str, list[tuple[str, int, str]]] = defaultdict(list)
+    for p in range(rt.settings.partitions):
+        for record in rt.read_decoded(p, 0):
+            env = getattr(record, "envelope", None)  # an undecodable record has none
+            if env is None or env.command_id is None or not env.aggregate_id.startswith(tag):
                 continue
-            account = self.rng.choice(self.accounts)
-            amount = self.rng.randint(1, 50)
-            if await self.send(Deposit(aggregate_id=account, command_id=f"{self.tag}:dep:{n}", amount=amount),
-                               hard_deadline):
-                self.deposits += amount
-            await asyncio.sleep(0.01)
-
-    async def _transfer(self, n: int, deadline: float) -> None:
-        from eventray.sagas.transfer_money import TransferRequest
-
-        src, dst = self.rng.sample(self.accounts, 2)
-        tid = f"{self.tag}:tr:{n}"
-        request = TransferRequest(transfer_id=tid, from_account=src, to_account=dst,
-                                  amount=self.rng.randint(1, 30), currency="EUR")
-        self.transfers.append(tid)
-        assert self.saga is not None, "transfers run only with a saga client"
-        while time.monotonic() < deadline:
-            try:
-                await self.saga.request(request)
-                self.transfers_acked.append(tid)
-                return
-            except Exception as e:  # noqa: BLE001 - a coordinator restarting: retry, requests are idempotent
-                log.debug("transfer %s not accepted yet: %s", tid, e)
-                self.retries += 1
-                await asyncio.sleep(0.5)
+            out[env.command_id].append((env.aggregate_id, env.version, env.event_id))
+    return out
 
 
-async def _run(settings: Settings, *, duration_s: float, seed: int, report: MonkeyReport,
-               out: Any) -> None:
-    from eventray.platform.sagas import composition as saga_composition
+def projection_caught_up(rt: Any, name: str, timeout_s: float) -> int | None:
+    """Wait until the current version of projection ``name`` stored offsets at the log's end;
+    that version (``None`` when it has none). Gives up, with a warning, after ``timeout_s``."""
+    from eventray.platform.projections.replay import LogEnds
+    from eventray.platform.projections.store import ProjectionStore
+
+    store = ProjectionStore(rt.settings.dsn)
+    ends = LogEnds(rt.settings.kafka_address, rt.topic, rt.settings.partitions)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            version = store.current_version(name)
+            heads = ends()
+            offsets = store.load_offsets(name, version) if version is not None else {}
+            if version is not None and all(offsets.get(p, 0) >= h for p, h in heads.items()):
+                return version
+            if time.monotonic() > deadline:
+                log.warning("%s did not catch up in %.0fs: %s vs %s", name, timeout_s, offsets, heads)
+                return version
+            time.sleep(0.5)
+    finally:
+        ends.close()
+        store.close()
+
+
+# --------------------------------------------------------------------------- the run
+
+
+async def _run(rt: Any, settings: Settings, factory: WorkloadFactory, *, duration_s: float, seed: int,
+               report: MonkeyReport, out: Any) -> None:
     from eventray.platform.sagas.settings import SagaSettings
 
+    faults.connect(settings, runtime_env=rt.job_env())  # this stack's own Ray, able to import the app
     rng = random.Random(seed)
-    kinds, report.skipped_kinds = available_kinds(settings)
-    eff = effective_settings(settings)
-    saga_settings = SagaSettings()
-    client = None
-    if "kill-coordinator" in kinds:
-        client = saga_composition.saga_client(eff, saga_settings)
     tag = f"monkey{seed}x{int(time.time())}"
-    work = _Workload(eff, tag, 12, random.Random(seed + 1), client)
+    work = factory(rt, tag, random.Random(seed + 1), SagaSettings())
+    targets = await asyncio.to_thread(_targets, rt, work)
+    kinds, report.skipped_kinds = await asyncio.to_thread(available_kinds, settings, targets)
     await work.setup(time.monotonic() + 120)
     stop = asyncio.Event()
     t_end = time.monotonic() + duration_s
     hard = t_end + 180
-    workers = [asyncio.create_task(work.worker(stop, hard)) for _ in range(4)]
+    workers = [asyncio.create_task(work.worker(stop, hard)) for _ in range(WORKERS)]
     # one fault at a time, every fault kind once before any repeats, with a pause between
     order: list[str] = []
     while time.monotonic() < t_end - 3:
@@ -231,7 +381,7 @@ async def _run(settings: Settings, *, duration_s: float, seed: int, report: Monk
             rng.shuffle(order)
         kind = order.pop()
         try:
-            result = await asyncio.to_thread(inject, settings, kind, rng)
+            result = await asyncio.to_thread(inject, settings, kind, rng, targets)
             report.faults.append(result)
             out(f"  {kind:18s} {result.target}: back after {result.recovered_s:.2f}s {result.detail}")
         except Exception as e:  # noqa: BLE001 - reported: a fault that could not be injected or healed
@@ -241,104 +391,28 @@ async def _run(settings: Settings, *, duration_s: float, seed: int, report: Monk
     stop.set()
     await asyncio.gather(*workers)
     report.acked, report.retries = len(work.acked), work.retries
-    await _check(eff, work, report, client, saga_settings)
+    records = await asyncio.to_thread(_committed_records, rt, tag)
+    report.lost, report.duplicated = check_log(records, work.acked)
+    await work.check(report)
 
 
-async def _check(settings: Settings, work: _Workload, report: MonkeyReport, client: Any,
-                 saga_settings: Any) -> None:
-    from eventray.platform import composition
+def run(rt: Any, settings: Settings, *, duration_s: float, seed: int, out: Any = print) -> MonkeyReport:
+    """Run the monkey with the workload of ``rt.app`` against the stack of ``settings``.
 
-    # the committed log: each acknowledged command's events, exactly once
-    per_command: Counter[str] = Counter()
-    balance_from_log: dict[str, int] = defaultdict(int)
-    for p in range(settings.partitions):
-        records: list[Any] = await asyncio.to_thread(lambda p=p: list(composition.read_decoded(settings, p, 0)))  # type: ignore[misc]
-        for record in records:
-            env = getattr(record, "envelope", None)
-            if env is None or not env.aggregate_id.startswith(work.tag):
-                continue
-            per_command[env.command_id] += 1
-            after = getattr(record.event, "balance_after", None)
-            if after is not None:  # money events carry the balance they leave (read in log order)
-                balance_from_log[env.aggregate_id] = after
-    report.lost = sorted(c for c in work.acked if per_command[c] == 0)
-    report.duplicated = sorted(c for c, n in per_command.items() if n > 1 and not c.startswith("saga"))
-    # sagas: wait until terminal (bounded), then conservation and the history checker
-    finals: list[Any] = []
-    if client is not None:
-        from eventray.sagas.transfer_money import TERMINAL
+    Args:
+        rt: the app's :class:`~eventray.platform.composition.Runtime`, with the stack's
+            effective settings (``eventray.platform.cli.load_runtime``).
+        settings: the stack's *configured* settings: faults refuse what that stack did not start.
+        duration_s: seconds of faults.
+        seed: seeds the fault schedule (and, plus one, the workload).
+        out: where progress and the report go.
 
-        report.sagas_started = len(work.transfers_acked)
-        deadline = time.monotonic() + 120
-        while True:
-            states = {s.transfer_id: s for s in await client.all_states() if s.transfer_id.startswith(work.tag)}
-            pending = [t for t in work.transfers_acked if t not in states or states[t].status not in TERMINAL]
-            if not pending or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(1.0)
-        report.sagas_not_terminal = pending
-        finals = [states[t] for t in work.transfers_acked if t in states]
-    # shard state vs read model vs the acknowledged work
-    shard_balance = {}
-    for a in work.accounts:
-        found = await work.bus.read(a)
-        shard_balance[a] = getattr(found[0], "balance", None) if found else None
-    report.money_expected = work.deposits
-    report.money_found = sum(b or 0 for b in shard_balance.values())
-    read_model = await asyncio.to_thread(_read_model_balances, settings, work.accounts, 120.0)
-    for a in work.accounts:
-        # the shard's state is the fold of the committed log (its recovery replays exactly that)
-        if read_model.get(a) != shard_balance[a]:
-            report.mismatched.append(f"{a}: read model {read_model.get(a)}, shard {shard_balance[a]}, "
-                                     f"log {balance_from_log[a]}")
-    if client is not None:
-        from eventray.platform.sagas import composition as saga_composition
-        from eventray.platform.sagas.history import check_queue, saga_run_history
-
-        ops, transition_errors = await asyncio.to_thread(
-            saga_run_history, bootstrap=settings.kafka_address, event_topic=settings.topic,
-            partitions=settings.partitions, saga_topic=saga_composition.saga_topic(settings, saga_settings),
-            saga_partitions=saga_settings.partitions, acked_starts=work.transfers_acked,
-            terminal={s.transfer_id: s for s in finals})
-        history = check_queue(ops)
-        history.transition_errors = transition_errors
-        report.history, report.history_valid = history.summary(), history.valid
-
-
-def _read_model_balances(settings: Settings, accounts: list[str], timeout_s: float) -> dict[str, int | None]:
-    """Balances from the current account_balances version once its runners reached the log's end."""
-    import psycopg
-
-    from eventray.platform.projections.replay import LogEnds
-    from eventray.platform.projections.store import ProjectionStore
-
-    store = ProjectionStore(settings.dsn)
-    ends = LogEnds(settings.kafka_address, settings.topic, settings.partitions)
-    deadline = time.monotonic() + timeout_s
-    try:
-        while True:
-            version = store.current_version(PROJECTION)
-            heads = ends()
-            offsets = store.load_offsets(PROJECTION, version) if version is not None else {}
-            if version is not None and all(offsets.get(p, 0) >= h for p, h in heads.items()):
-                break
-            if time.monotonic() > deadline:
-                log.warning("%s did not catch up in %.0fs: %s vs %s", PROJECTION, timeout_s, offsets, heads)
-                break
-            time.sleep(0.5)
-        schema = f"proj_{PROJECTION}_v{version}"
-        with psycopg.connect(settings.dsn) as conn:
-            rows = conn.execute(f'SELECT account_id, balance FROM "{schema}".accounts WHERE account_id = ANY(%s)',
-                                (accounts,)).fetchall()
-        return {r[0]: int(r[1]) for r in rows}
-    finally:
-        ends.close()
-
-
-def run(settings: Settings, *, duration_s: float, seed: int, out: Any = print) -> MonkeyReport:
-    """Run the monkey against the stack of ``settings`` (configured, not effective, settings)."""
+    Raises:
+        ConfigurationError: the app declares no chaos workload.
+    """
+    factory = load_workload(rt)  # refuse before touching the stack
     report = MonkeyReport()
-    out(f"chaos monkey: {duration_s:.0f}s, seed {seed}, stack {settings.home}")
-    asyncio.run(_run(settings, duration_s=duration_s, seed=seed, report=report, out=out))
+    out(f"chaos monkey: {duration_s:.0f}s, seed {seed}, app {rt.app.name}, stack {settings.home}")
+    asyncio.run(_run(rt, settings, factory, duration_s=duration_s, seed=seed, report=report, out=out))
     out(report.render())
     return report

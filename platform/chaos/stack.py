@@ -1,9 +1,10 @@
 """A separate, small stack for chaos experiments, and the services a monkey needs on it.
 
 Never point chaos at a stack other people use: bring one up with its own ``EVENTRAY_HOME``
-and ports (``chaos_env``) and run the monkey there. ``up`` starts the dev stack, the shards,
-the ``account_balances`` projection, TransferMoney coordinators (rule scorer: no model
-needed) and optionally the GraphQL app on Serve.
+and ports (``chaos_env``) and run the monkey there. ``up`` starts the dev stack, the app's
+shards, what the app's chaos workload needs (``prepare(rt)`` beside its factory, see
+:mod:`eventray.platform.chaos.monkey`: for the bank, ``account_balances`` and TransferMoney
+coordinators with the rule scorer) and optionally the app's GraphQL application on Serve.
 """
 
 from __future__ import annotations
@@ -34,33 +35,33 @@ def chaos_env(home: Path, *, base: int = 29000, netns_ip: str | None = None) -> 
     return env
 
 
-def up(settings: Settings, *, graphql: bool = False, console: Console | None = None) -> dict[str, Any]:
-    """Start the stack of ``settings`` and the services on it; returns effective settings and URLs."""
-    from eventray.platform import composition, devstack
-    from eventray.platform.projections.replay import replay
-    from eventray.platform.projections.store import ProjectionStore
-    from eventray.platform.sagas import composition as sagas
-    from eventray.platform.sagas.scoring import AmountRuleScorer
-    from eventray.platform.sagas.settings import SagaSettings
+def up(settings: Settings, *, app: str | None = None, graphql: bool = False,
+       console: Console | None = None) -> dict[str, Any]:
+    """Start the stack of ``settings`` and the services on it; returns effective settings and URLs.
+
+    Args:
+        settings: the stack's configured settings (:func:`settings_from`).
+        app: the app's import path (default ``settings.app``, i.e. ``EVENTRAY_APP``, else the bank).
+        graphql: also deploy the app's GraphQL application on Serve.
+        console: where the dev stack reports its progress.
+    """
+    from eventray.platform import devstack
+    from eventray.platform.chaos.monkey import stack_preparation
+    from eventray.platform.composition import Runtime
+    from eventray.platform.runtime.shards import start_shards
 
     report = devstack.up(settings, console=console or Console(stderr=True, quiet=True))
-    eff = report.settings
-    composition.start_shards(eff)
-    version = ProjectionStore(eff.dsn).current_version("account_balances")
-    if version is None:
-        replay(eff, "account_balances", timeout_s=120)
-    else:
-        from eventray.platform.projections.actor import start_runners
-
-        start_runners(eff, "account_balances", version)
-    sagas.start_coordinators(eff, SagaSettings(scorer="rule", coordinators=2),
-                             scorer=AmountRuleScorer(limit=10**6))
-    out: dict[str, Any] = {"settings": eff}
+    rt = Runtime.load(report.settings, app=app)
+    start_shards(rt)
+    prepare = stack_preparation(rt)
+    if prepare is not None:  # the workload's projections and sagas, with the policy it needs
+        prepare(rt)
+    out: dict[str, Any] = {"settings": rt.settings}
     if graphql:
         from eventray.serving import deployment
         from eventray.serving.settings import ServingSettings
 
-        out["graphql"] = deployment.run(eff, ServingSettings(), wait_s=240)
+        out["graphql"] = deployment.run(rt, ServingSettings(), wait_s=240)
     return out
 
 
@@ -86,19 +87,21 @@ def settings_from(env: dict[str, str]) -> Settings:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m eventray.platform.chaos.stack up [--graphql] | down`` for the stack of the environment."""
+    """``python -m eventray.platform.chaos.stack up [--graphql] [--app M:A] | down`` for the stack of the environment."""
     import argparse
     import json
 
     parser = argparse.ArgumentParser(prog="eventray.platform.chaos.stack")
     parser.add_argument("action", choices=("up", "down"))
     parser.add_argument("--graphql", action="store_true")
+    parser.add_argument("--app", metavar="MODULE:ATTR", default=None,
+                        help="the eventray.App to use (default: EVENTRAY_APP, else the bundled bank)")
     args = parser.parse_args(argv)
     settings = Settings()
     if args.action == "down":
         down(settings)
         return 0
-    out = up(settings, graphql=args.graphql)
+    out = up(settings, app=args.app, graphql=args.graphql)
     print(json.dumps({"graphql": out.get("graphql"), "kafka": out["settings"].kafka_address,
                       "dsn": out["settings"].dsn, "ray": out["settings"].ray_address}))
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from eventray.platform.cli import add_app_argument, load_runtime
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     d = subparsers.add_parser("deploy", help="place shards, projection runners, saga coordinators and the "
@@ -13,10 +15,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     d.add_argument("--wheel", type=Path, help="a built eventray wheel (default: build one from this checkout)")
     d.add_argument("--no-serve", action="store_true", help="leave the Serve app out")
     d.add_argument("--no-sagas", action="store_true", help="leave the saga coordinators out")
+    add_app_argument(d)
     d.set_defaults(func=_deploy)
     s = subparsers.add_parser("status", help="nodes, where each actor runs, Serve, projection and saga lag")
     s.add_argument("--address", help="Ray address (default: EVENTRAY_RAY_ADDRESS, else the dev head)")
     s.add_argument("--json", action="store_true", help="print JSON")
+    add_app_argument(s)
     s.set_defaults(func=_status)
 
 
@@ -31,16 +35,20 @@ def _deploy(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from eventray.platform.deploy.deploy import deploy
-    from eventray.platform.deploy.package import build_wheel, unpack
+    from eventray.platform.deploy.package import default_wheel, unpack
     from eventray.serving.settings import ServingSettings
 
     console = Console()
-    settings = _settings(args.address)
-    wheel = args.wheel or build_wheel(Path.cwd(), Path.cwd() / "dist")
+    rt = load_runtime(args, _settings(args.address))
+    settings = rt.settings
+    wheel = args.wheel or default_wheel(settings.home / "deploy" / "dist")
     package = unpack(wheel, settings.home / "deploy")
-    console.print(f"deploying {wheel.name} (sha256 {package.sha256[:12]}) to {settings.ray_address or 'auto'}")
+    app_dir = rt.job_env().get("py_modules", [None])[0]
+    console.print(f"deploying {wheel.name} (sha256 {package.sha256[:12]}) with the app {settings.app}"
+                  + (f" (its package {app_dir} ships beside it)" if app_dir else "")
+                  + f" to {settings.ray_address or 'auto'}")
     with console.status("deploying") as st:
-        report = deploy(settings, package, serving=None if args.no_serve else ServingSettings(),
+        report = deploy(rt, package, serving=None if args.no_serve else ServingSettings(),
                         sagas=not args.no_sagas, progress=lambda what: st.update(f"deploying: {what}"))
     for change in report.changes:
         console.print(f"  [green]changed[/] {change}")
@@ -59,7 +67,7 @@ def _status(args: argparse.Namespace) -> int:
 
     from eventray.platform.deploy.status import cluster_status
 
-    st = cluster_status(_settings(args.address))
+    st = cluster_status(load_runtime(args, _settings(args.address)))
     console = Console()
     if args.json:
         console.print_json(json.dumps(st, default=str))

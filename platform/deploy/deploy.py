@@ -1,8 +1,9 @@
-"""``eventray deploy``: place shards, projection runners, saga coordinators and the Serve app.
+"""``eventray deploy``: place an app's shards, projection runners, saga coordinators and Serve app.
 
 Idempotent: what already runs as asked is left alone, and the report says what changed. The
-deployed wheel's sha256 is kept in the cluster's internal KV; when it differs, every actor is
-replaced so that the whole cluster runs the new code (shards hand over with fencing).
+deployed code (the eventray wheel's sha256, and the app package's when the app lives outside
+eventray) is kept in the cluster's internal KV; when it differs, every actor is replaced so
+that the whole cluster runs the new code (shards hand over with fencing).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from eventray.platform.deploy.package import Package
+from eventray.platform.deploy.package import Package, package_digest
 from eventray.platform.errors import ConfigurationError
 from eventray.platform.settings import Settings
 
@@ -26,6 +28,16 @@ def _record_key(settings: Settings) -> str:
     return f"deployment:{settings.topic}"
 
 
+def _code(package: Package | None, rt: Any) -> str | None:
+    """What names the deployed code: the wheel's sha256 (``None`` without a wheel: the dev head
+    runs the installed eventray), with the app package's digest when the app ships beside it."""
+    app_dir = rt.job_env().get("py_modules", [None])[0]
+    app = None if app_dir is None else f"app:{package_digest(Path(app_dir))[:16]}"
+    if package is None:
+        return app
+    return package.sha256 if app is None else f"{package.sha256}+{app}"
+
+
 @dataclass
 class DeployReport:
     """What ``deploy`` did."""
@@ -36,14 +48,18 @@ class DeployReport:
     code: str | None = None
 
 
-def connect(settings: Settings, package: Package | None) -> None:
-    """Join the cluster as a driver whose job carries the package (actors inherit it)."""
+def connect(rt: Any, package: Package | None) -> None:
+    """Join the cluster as a driver whose job carries the package and the app's own package
+    (actors and replicas inherit them)."""
     import ray
 
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(address=settings.ray_address or "auto", namespace="eventray", logging_level=logging.WARNING,
-             log_to_driver=False, runtime_env=package.runtime_env() if package else None)
+    modules: list[str] = [str(package.module_dir)] if package else []
+    modules += rt.job_env().get("py_modules", [])
+    env = {"py_modules": modules} if modules else {}
+    ray.init(address=rt.settings.ray_address or "auto", namespace="eventray", logging_level=logging.WARNING,
+             log_to_driver=False, runtime_env=env or None)
 
 
 def _read_record(settings: Settings) -> dict[str, Any]:
@@ -60,112 +76,101 @@ def _write_record(settings: Settings, record: dict[str, Any]) -> None:
                                  namespace=_KV_NAMESPACE)
 
 
-def deploy(settings: Settings, package: Package | None, *, serving: Any = None, sagas: bool = True,
+def deploy(rt: Any, package: Package | None, *, serving: Any = None, sagas: bool = True, strict: bool = True,
            progress: Callable[[str], None] = lambda _: None) -> DeployReport:
-    """Bring the cluster at ``settings.ray_address`` to ``settings`` running ``package``."""
-    from eventray.platform import composition
+    """Bring the cluster at ``rt.settings.ray_address`` to the app of ``rt`` running ``package``.
+
+    ``package`` ``None``: the code the cluster's workers import already (the dev head). With
+    ``strict``, a saga whose coordinators cannot start fails the deploy; without, it is left out
+    with a line in the report that says why.
+    """
     from eventray.platform.migrations import migrate
     from eventray.platform.projections.actor import stop_topic_runners
+    from eventray.platform.runtime.shards import rescale_shards, stop_shards
 
-    report = DeployReport(code=package.sha256 if package else None)
+    settings = rt.settings
+    report = DeployReport(code=_code(package, rt))
     # the event store, snapshot and projection tables: a fresh database (a managed one, or the
     # cluster's first deploy) has none; migrate applies only what is missing
     progress("database migrations")
     report.changes += [f"applied migration {name}" for name in migrate(settings.dsn)]
-    connect(settings, package)
+    connect(rt, package)
     record = _read_record(settings)
     report.previous_code = record.get("code")
-    code_changed = package is not None and record.get("code") not in (None, package.sha256)
-    if code_changed and package is not None:
+    code_changed = report.code is not None and record.get("code") not in (None, report.code)
+    if code_changed:
         progress("new code: replacing the actors")
-        composition.stop_shards(settings)
-        report.changes.append(f"code {str(record.get('code'))[:12]} -> {package.sha256[:12]}: shards replaced")
-        n = stop_topic_runners(settings)
+        stop_shards(rt)
+        report.changes.append(f"code {str(record.get('code'))[:12]} -> {str(report.code)[:12]}: shards replaced")
+        n = stop_topic_runners(rt)
         report.changes.append(f"code changed: {n} projection runners replaced")
 
     progress("shards")
-    report.changes += composition.rescale_shards(settings)
+    report.changes += rescale_shards(rt)
 
     progress("projections")
-    report.changes += _place_runners(settings)
+    report.changes += _place_runners(rt)
 
-    if sagas:
+    if sagas and rt.app.sagas:
         progress("saga coordinators")
-        report.changes += _place_coordinators(settings, replace=code_changed)
+        report.changes += _place_coordinators(rt, replace=code_changed, strict=strict)
 
     if serving is not None:
         progress("the GraphQL app")
-        report.graphql_url, changed = _place_serve_app(settings, serving)
+        report.graphql_url, changed = _place_serve_app(rt, serving)
         if changed:
             report.changes.append(changed)
 
-    _write_record(settings, {"code": report.code or record.get("code"), "shards": settings.shards,
-                             "partitions": settings.partitions})
+    _write_record(settings, {"code": report.code or record.get("code"), "app": settings.app,
+                             "shards": settings.shards, "partitions": settings.partitions})
     return report
 
 
-def _place_runners(settings: Settings) -> list[str]:
-    from eventray.platform import composition
-    from eventray.platform.projections.actor import start_runners
-    from eventray.platform.projections.store import ProjectionStore
-    from eventray.projections import PROJECTIONS
-    from eventray.serving.projections_setup import ensure_projections
+def _place_runners(rt: Any) -> list[str]:
+    from eventray.platform.projections.ensure import ensure_projections
 
     started: list[str] = []
-    built = ensure_projections(settings, changes=started)
-    changes = [f"built projection {n} (replay from offset 0)" for n in built] + started
-    store = ProjectionStore(settings.dsn)
-    try:
-        for name, version in store.current_versions(settings.topic, list(PROJECTIONS)).items():
-            start_runners(settings, name, version, actor_options=composition.placement(settings), changes=changes)
-    finally:
-        store.close()
-    return changes
+    built = ensure_projections(rt, changes=started)
+    return [f"built projection {n} (replay from offset 0)" for n in built] + started
 
 
-def _place_coordinators(settings: Settings, *, replace: bool) -> list[str]:
-    try:
-        from eventray.platform.sagas import composition as sagas
-        from eventray.platform.sagas.settings import SagaSettings
-    except ImportError as exc:  # the saga runtime is optional in a build
-        log.warning("saga runtime not available (%s); no coordinators placed", exc)
-        return []
+def _place_coordinators(rt: Any, *, replace: bool, strict: bool) -> list[str]:
+    from eventray.platform.sagas import composition as sagas
+    from eventray.platform.sagas.settings import SagaSettings
+
     saga_settings = SagaSettings()
-    if saga_settings.scorer == "anomaly" and not _serve_app_running(settings.ml_app_name):
-        # else each coordinator fails in ready() with Serve's "no Serve instance running"
-        raise ConfigurationError(
-            f"the saga coordinators score transfers with the 'anomaly' model, but Serve runs no "
-            f"{settings.ml_app_name!r} application on this cluster: set EVENTRAY_SAGA_SCORER=rule "
-            "(an amount limit), deploy the models first, or leave the sagas out with --no-sagas")
-    if replace:
-        sagas.stop_coordinators(settings, saga_settings)
-    from eventray.platform import composition
-
     changes: list[str] = []
-    sagas.start_coordinators(settings, saga_settings, actor_options=composition.placement(settings), changes=changes)
+    for name in rt.app.sagas:
+        if replace:
+            sagas.stop_coordinators(rt, name)
+        try:
+            sagas.start_coordinators(rt, saga_settings, name, changes=changes)
+        except Exception as exc:
+            # a saga whose services are not there (say its model) fails in its coordinators' ready();
+            # remove them rather than leave them restarting
+            sagas.stop_coordinators(rt, name)
+            if not strict:
+                changes.append(f"skipped saga {name}: its coordinators did not start ({type(exc).__name__}: "
+                               f"{str(exc)[:200]})")
+                continue
+            raise ConfigurationError(
+                f"the coordinators of saga {name!r} did not start: {exc}. A saga that asks a model needs the "
+                f"model deployments (Serve application {rt.settings.ml_app_name!r}; the bank's TransferMoney runs "
+                "without them with EVENTRAY_SAGA_SCORER=rule); or leave the sagas out with --no-sagas") from exc
     return changes
 
 
-def _serve_app_running(name: str) -> bool:
-    from ray import serve
-
-    try:
-        app = serve.status().applications.get(name)
-    except Exception:  # noqa: BLE001 - Serve not started: no application runs
-        return False
-    return app is not None and app.status == "RUNNING"
-
-
-def _place_serve_app(settings: Settings, serving: Any) -> tuple[str, str | None]:
+def _place_serve_app(rt: Any, serving: Any) -> tuple[str, str | None]:
     from ray import serve
 
     from eventray.serving import deployment
 
+    serving = serving.for_app(rt)
     try:
         before = serve.status().applications.get(serving.app_name)
     except Exception:  # noqa: BLE001 - Serve not started yet
         before = None
-    url = deployment.run(settings, serving)
+    url = deployment.run(rt, serving)
     if before is None:
         return url, f"deployed the Serve app {serving.app_name!r} at {url}"
     return url, None

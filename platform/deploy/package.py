@@ -2,7 +2,8 @@
 
 Ray uploads the package to the cluster's GCS and every worker imports it ahead of whatever
 the node has installed, so the cluster runs exactly the version deployed. The wheel's
-sha256 names the deployment, so a second ``deploy`` of the same build changes nothing.
+contents (not its zip timestamps) name the deployment, so deploying the same code again
+changes nothing.
 """
 
 from __future__ import annotations
@@ -25,8 +26,14 @@ class Package:
     sha256: str
     module_dir: Path  # .../eventray, the py_modules entry
 
-    def runtime_env(self) -> dict[str, object]:
-        return {"py_modules": [str(self.module_dir)]}
+
+def package_digest(folder: Path) -> str:
+    """sha256 over a package folder's ``.py`` files (paths and contents), to tell a changed app."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*.py")):
+        digest.update(str(path.relative_to(folder)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def build_wheel(source: Path, dist: Path) -> Path:
@@ -37,17 +44,42 @@ def build_wheel(source: Path, dist: Path) -> Path:
     dist.mkdir(parents=True, exist_ok=True)
     for old in dist.glob("eventray-*.whl"):
         old.unlink()
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    "-w", str(dist), str(source)], check=True)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                            "-w", str(dist), str(source)], capture_output=True, text=True)
+    if built.returncode != 0:
+        raise ConfigurationError(f"building the eventray wheel from {source} failed:\n{built.stderr[-2000:]}")
     [wheel] = sorted(dist.glob("eventray-*.whl"))
     return wheel
+
+
+def default_wheel(dist: Path) -> Path:
+    """The wheel of the eventray this process runs: built from its source checkout (an editable
+    install, or the current folder when it is one)."""
+    import eventray
+
+    here = Path(eventray.__file__).resolve().parent
+    source = here.parent.parent if here.name == "_public" else Path.cwd()
+    if not (source / "pyproject.toml").exists() and (Path.cwd() / "pyproject.toml").exists():
+        source = Path.cwd()
+    return build_wheel(source, dist)
+
+
+def wheel_digest(wheel: Path) -> str:
+    """sha256 over a wheel's members (names and contents, not their zip timestamps): the same
+    code built twice names the same deployment."""
+    digest = hashlib.sha256()
+    with zipfile.ZipFile(wheel) as zf:
+        for name in sorted(zf.namelist()):
+            digest.update(name.encode())
+            digest.update(zf.read(name))
+    return digest.hexdigest()
 
 
 def unpack(wheel: Path, cache: Path) -> Package:
     """Unpack ``wheel`` under ``cache/<sha256>`` once; the package to ship."""
     if not wheel.exists():
         raise ConfigurationError(f"no wheel at {wheel}")
-    sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    sha = wheel_digest(wheel)
     target = cache / sha[:16]
     if not (target / "eventray").is_dir():
         tmp = target.with_suffix(".tmp")

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from eventray.platform.settings import Settings
+from eventray.platform.runtime.actors import group_prefix
 
 
-def cluster_status(settings: Settings) -> dict[str, Any]:
-    """A plain-data picture of the cluster (the CLI renders it; tests read it)."""
+def cluster_status(rt: Any) -> dict[str, Any]:
+    """A plain-data picture of the cluster and the app of ``rt`` (the CLI renders it; tests read it)."""
     import ray
     from ray._private.state import actors as gcs_actors  # straight from the GCS: no dashboard needed
 
-    from eventray.platform import composition
-
-    composition.connect_ray(settings)
+    settings = rt.settings
+    rt.connect_ray()
     nodes = {n["NodeID"]: n for n in ray.nodes()}
     out: dict[str, Any] = {
         "nodes": [{"node_id": i[:12], "ip": n["NodeManagerAddress"], "alive": n["Alive"],
@@ -23,7 +22,7 @@ def cluster_status(settings: Settings) -> dict[str, Any]:
                   for i, n in nodes.items()],
         "actors": [],
     }
-    prefixes = (f"shard:{settings.topic}:", f"projection:{settings.topic}:", f"saga:{settings.topic}:")
+    prefixes = tuple(group_prefix(kind, rt.topic) for kind in ("shard", "projection", "saga"))
     for a in gcs_actors().values():
         name = a.get("Name") or ""
         if a.get("State") != "ALIVE" or not (name.startswith(prefixes) or "Serve" in a.get("ClassName", "")
@@ -40,18 +39,20 @@ def cluster_status(settings: Settings) -> dict[str, Any]:
         out["serve"] = {name: str(app.status) for name, app in serve.status().applications.items()}
     except Exception as exc:  # noqa: BLE001 - Serve not running is a status, not an error
         out["serve"] = {"error": str(exc)}
-    out["projections"], out["sagas"] = _lags(settings)
+    out["app"] = settings.app
+    out["projections"], out["sagas"] = _lags(rt)
     return out
 
 
-def _lags(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
+def _lags(rt: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     import ray
 
     from eventray.platform.projections.replay import LogEnds
     from eventray.platform.projections.store import ProjectionStore
-    from eventray.projections import PROJECTIONS
+    from eventray.platform.sagas.composition import coordinator_group
 
-    ends_reader = LogEnds(settings.kafka_address, settings.topic, settings.partitions)
+    settings = rt.settings
+    ends_reader = LogEnds(settings.kafka_address, rt.topic, settings.partitions)
     try:
         ends = ends_reader()
     finally:
@@ -59,21 +60,20 @@ def _lags(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
     projections: dict[str, Any] = {}
     store = ProjectionStore(settings.dsn)
     try:
-        for name, version in store.current_versions(settings.topic, list(PROJECTIONS)).items():
+        for name, version in store.current_versions(rt.topic, list(rt.app.projections)).items():
             offsets, _ = store.progress(name, version)
             projections[f"{name} v{version}"] = sum(max(0, e - offsets.get(p, 0)) for p, e in ends.items())
     finally:
         store.close()
     sagas: dict[str, Any] = {}
     try:
-        from ray.util import list_named_actors
-
-        for e in list_named_actors(all_namespaces=True):
-            if e.get("namespace") == "eventray" and e.get("name", "").startswith(f"saga:{settings.topic}:"):
-                described: list[dict[str, Any]] = ray.get(ray.get_actor(e["name"], namespace="eventray").describe.remote(), timeout=10)
+        for saga in rt.app.sagas:
+            coordinators = coordinator_group(rt.topic, saga)
+            for index, handle in sorted(coordinators.handles().items()):
+                described: list[dict[str, Any]] = ray.get(handle.describe.remote(), timeout=10)
                 for d in described:  # one per saga partition it drives
                     pos = {int(k): v for k, v in (d.get("positions") or {}).items()}
-                    sagas[f"{e['name']} [partition {d.get('index')}]"] = sum(
+                    sagas[f"{coordinators.name(index)} [partition {d.get('index')}]"] = sum(
                         max(0, end - pos.get(p, 0)) for p, end in ends.items())
     except Exception as exc:  # noqa: BLE001 - reported, not fatal
         sagas["error"] = str(exc)

@@ -113,16 +113,14 @@ class ShardMetrics:
     which is what ``eventray logs --correlation`` finds in a shard's log.
     """
 
-    def __init__(self, topic: str, *, trace: bool = True, refresh_s: float = GAUGE_REFRESH_S) -> None:
+    def __init__(self, topic: str, *, trace: bool = True) -> None:
         self._topic = topic
         self._trace = trace
         self._checkpoint: dict[int, int] = {}
         self._recovery: dict[int, float] = {}
         self._next: dict[int, int] = {}
-        #: partition -> {gauge key: last value}, set again every ``refresh_s`` (see GAUGE_REFRESH_S)
+        #: partition -> {gauge key: last value}, set again by :meth:`export` (see GAUGE_REFRESH_S)
         self._gauges: dict[int, dict[str, float]] = {}
-        self._refresh_s = refresh_s
-        self._refresher: threading.Thread | None = None
         self._log = logging.getLogger("eventray.shard")
 
     def _tags(self, partition: int) -> dict[str, str]:
@@ -133,20 +131,13 @@ class ShardMetrics:
         for key, value in values.items():
             metric(key).set(value, tags=tags)
         self._gauges.setdefault(partition, {}).update(values)
-        if self._refresher is None:
-            self._refresher = threading.Thread(target=self._refresh, daemon=True, name="shard-gauges")
-            self._refresher.start()
 
-    def _refresh(self) -> None:
-        while True:
-            time.sleep(self._refresh_s)
-            try:
-                for partition, values in list(self._gauges.items()):
-                    tags = self._tags(partition)
-                    for key, value in list(values.items()):
-                        metric(key).set(value, tags=tags)
-            except Exception as e:  # noqa: BLE001 - metrics must never stop the shard
-                log.warning("shard gauge refresh failed: %s", e)
+    def export(self) -> None:
+        """Set every gauge again (see GAUGE_REFRESH_S); the actor's :class:`Exporter` calls it."""
+        for partition, values in list(self._gauges.items()):
+            tags = self._tags(partition)
+            for key, value in list(values.items()):
+                metric(key).set(value, tags=tags)
 
     def recovered(self, partition: int, seconds: float, aggregates: int, checkpoint: int) -> None:
         tags = self._tags(partition)
@@ -213,25 +204,47 @@ class ProjectionBatchLog:
                            extra={"correlation_ids": ids, "projection": self._name, "partition": self._partition})
 
 
-class ProjectionExporter:
-    """Polls a runner's ``describe()`` on a daemon thread: events, dead letters, lag."""
+class Exporter:
+    """One daemon thread per actor process that calls every registered export every ``interval_s``.
 
-    def __init__(self, name: str, partition: int, describe: Callable[[], dict[str, Any]],
-                 last_stable_offset: Callable[[], int], *, interval_s: float = 5.0) -> None:
-        self._tags = {"projection": name, "partition": str(partition)}
-        self._describe, self._end = describe, last_stable_offset
+    Shards set their state gauges again (Ray drops a gauge not set for two report intervals),
+    projection runners report events, dead letters and lag, coordinators their instance
+    counts: all through this one thread, however many partitions the actor owns.
+    """
+
+    def __init__(self, interval_s: float = GAUGE_REFRESH_S) -> None:
         self._interval = interval_s
-        self._seen = {"applied": 0, "dead_letters": 0}
+        self._exports: list[Callable[[], None]] = []
         self._stop = threading.Event()
-        _zero("projection_dead", self._tags)
-        threading.Thread(target=self._loop, daemon=True, name="projection-metrics").start()
+        self._thread: threading.Thread | None = None
+
+    def add(self, export: Callable[[], None]) -> None:
+        self._exports.append(export)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, daemon=True, name="eventray-metrics")
+            self._thread.start()
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
-            try:
-                self.export()
-            except Exception as e:  # noqa: BLE001 - metrics must never stop the runner
-                log.warning("projection metrics export failed: %s", e)
+            for export in list(self._exports):
+                try:
+                    export()
+                except Exception as e:  # noqa: BLE001 - metrics must never stop the actor
+                    log.warning("metrics export %s failed: %s", getattr(export, "__qualname__", export), e)
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+class ProjectionMetrics:
+    """A runner's counters and lag gauge for one partition, from its ``describe()``."""
+
+    def __init__(self, name: str, partition: int, describe: Callable[[], dict[str, Any]],
+                 last_stable_offset: Callable[[], int]) -> None:
+        self._tags = {"projection": name, "partition": str(partition)}
+        self._describe, self._end = describe, last_stable_offset
+        self._seen = {"applied": 0, "dead_letters": 0}
+        _zero("projection_dead", self._tags)
 
     def export(self) -> None:
         d = self._describe()
@@ -244,26 +257,19 @@ class ProjectionExporter:
         if offset is not None:
             metric("projection_lag").set(max(0, self._end() - int(offset)), tags=self._tags)
 
-    def close(self) -> None:
-        self._stop.set()
 
-
-async def export_saga_forever(saga: str, partition: int, describe: Callable[[], dict[str, Any]],
-                              interval_s: float = 5.0) -> None:
-    """In a coordinator's loop: in-flight and per-status instance counts of one saga partition."""
-    import asyncio
-
+def saga_export(saga: str, partition: int, describe: Callable[[], dict[str, Any]]) -> Callable[[], None]:
+    """In-flight and per-status instance counts of one saga partition, for the :class:`Exporter`."""
     tags = {"saga": saga, "partition": str(partition)}
-    while True:
-        try:
-            d = describe()
-            metric("saga_in_flight").set(int(d.get("live") or 0), tags=tags)
-            by_status = {"completed": 0, "compensated": 0, "failed": 0, **(d.get("by_status") or {})}
-            for status, n in by_status.items():
-                metric("saga_instances").set(int(n), tags={**tags, "status": str(status)})
-        except Exception as e:  # noqa: BLE001 - metrics must never stop the coordinator
-            log.warning("saga metrics export failed: %s", e)
-        await asyncio.sleep(interval_s)
+
+    def export() -> None:
+        d = describe()
+        metric("saga_in_flight").set(int(d.get("live") or 0), tags=tags)
+        by_status = {"completed": 0, "compensated": 0, "failed": 0, **(d.get("by_status") or {})}
+        for status, n in by_status.items():
+            metric("saga_instances").set(int(n), tags={**tags, "status": str(status)})
+
+    return export
 
 
 def observe_graphql(operation: str, op_type: str, seconds: float, error_codes: Sequence[str]) -> None:
@@ -278,9 +284,9 @@ def scrape_url(settings: Any) -> str:
     """The Prometheus URL of the stack's head node (the one place to scrape)."""
     import ray
 
-    from eventray.platform import composition
+    from eventray.platform.composition import connect_ray
 
-    composition.connect_ray(settings)
+    connect_ray(settings)
     for node in ray.nodes():
         if node.get("Alive") and node.get("MetricsExportPort"):
             if node.get("Resources", {}).get("node:__internal_head__"):

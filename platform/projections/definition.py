@@ -76,6 +76,8 @@ class Projection:
             once, in the transaction that registers the version.
         on_poison: ``"skip"`` (default) or ``"stop"``.
         enrich_timeout_s: how long an async :meth:`enrich` may take before the batch is retried.
+        models: the model deployments (registry names) its :meth:`enrich` calls; ``eventray
+            deploy`` and ``serve`` build and run it only where they are served.
 
     Optional hooks:
         enrich(batch): runs once per batch before the handlers, inside the batch's
@@ -93,6 +95,7 @@ class Projection:
     schema_sql: ClassVar[str] = ""
     on_poison: ClassVar[OnPoison] = "skip"
     enrich_timeout_s: ClassVar[float] = 30.0
+    models: ClassVar[tuple[str, ...]] = ()
     _handlers: ClassVar[dict[type, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

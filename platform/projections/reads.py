@@ -13,13 +13,14 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import msgspec
 import psycopg
 import psycopg.errors as pge
 
 from eventray.platform._postgres import translate, translated
 from eventray.platform.errors import ServiceUnavailable
 
-__all__ = ["ProjectionUnavailable", "read_current", "schema_name"]
+__all__ = ["ProjectionStatus", "ProjectionUnavailable", "projection_status", "read_current", "schema_name"]
 
 T = TypeVar("T")
 
@@ -94,3 +95,39 @@ async def read_current(
                 raise translate(e, doing=f"reading projection {name!r}") from e
             raise
     raise AssertionError("unreachable")
+
+
+class ProjectionStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a projection's version stands (see ``eventray projections``)."""
+
+    name: str
+    version: int
+    current: bool
+    status: str
+    offsets: dict[int, int]
+    applied: int
+    lag: int | None
+    dead_letters: int
+    definition_version: int
+    status_reason: str | None = None
+
+
+async def projection_status(pool: Any, *, topic: str | None = None,
+                            names: list[str] | None = None) -> list[ProjectionStatus]:
+    """Every projection version the runtime knows (not retired): offsets, dead letters, status;
+    only those reading ``topic`` and named in ``names`` when given.
+
+    ``lag`` is ``None`` here: it needs the log's end offsets, which the CLI's
+    ``eventray projections`` reads from Kafka.
+    """
+    from eventray.platform.projections.store import STATUS_SQL
+
+    async with pool.connection() as conn:
+        cur = await conn.execute(STATUS_SQL)
+        rows = await cur.fetchall()
+    return [
+        ProjectionStatus(name=r[0], version=r[1], current=bool(r[2]), status=r[3],
+                         offsets={int(k): int(v) for k, v in (r[4] or {}).items()}, applied=int(r[5] or 0),
+                         lag=None, dead_letters=int(r[6]), definition_version=r[7], status_reason=r[8])
+        for r in rows if (topic is None or r[9] == topic) and (names is None or r[0] in names)
+    ]

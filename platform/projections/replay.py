@@ -21,10 +21,9 @@ from typing import Any
 import msgspec
 
 from eventray.platform.errors import EventrayError, ServiceUnavailable
-from eventray.platform.projections.actor import projection, start_runners, stop_runners
+from eventray.platform.projections.actor import start_runners, stop_runners
 from eventray.platform.projections.runner import FaultPoint
 from eventray.platform.projections.store import ProjectionStore
-from eventray.platform.settings import Settings
 
 __all__ = ["LogEnds", "ReplayFailed", "ReplayReport", "replay"]
 
@@ -74,7 +73,7 @@ class LogEnds:
 
 
 def replay(
-    settings: Settings,
+    rt: Any,
     name: str,
     *,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
@@ -87,8 +86,8 @@ def replay(
     """Build the next version of projection ``name`` from offset 0 and make it current.
 
     Args:
-        settings: effective settings (topic, partitions, addresses).
-        name: a registered projection.
+        rt: the app's :class:`~eventray.platform.composition.Runtime` (effective settings).
+        name: one of the app's projections.
         on_progress: called every ``poll_s`` with ``done``, ``total``, ``lag``, ``applied``,
             ``events_per_s`` and ``phase``.
         switch_lag: try to switch once the new version is at most this many offsets behind
@@ -100,22 +99,22 @@ def replay(
     Raises:
         ReplayFailed: a runner stopped on a poison record, or ``timeout_s`` passed.
     """
-    from eventray.platform import composition
     from eventray.platform.migrations import migrate
 
+    settings = rt.settings
     t0 = time.monotonic()
     migrate(settings.dsn)
-    proj = projection(name)
-    composition.ensure_event_topic(settings)
+    proj = rt.projection(name)
+    rt.ensure_topic()
     store = ProjectionStore(settings.dsn)
-    ends = LogEnds(settings.kafka_address, settings.topic, settings.partitions)
+    ends = LogEnds(settings.kafka_address, rt.topic, settings.partitions)
     try:
-        old = store.current_version(name)
-        info = store.create_version(name, ddl=proj.ddl, topic=settings.topic, partitions=settings.partitions,
+        # the current version on this topic; one reading another topic is left alone (names are global)
+        old = store.current_versions(rt.topic, [name]).get(name)
+        info = store.create_version(name, ddl=proj.ddl, topic=rt.topic, partitions=settings.partitions,
                                     definition_version=type(proj).version)
         new = info.version
-        handles = start_runners(settings, name, new, fault=fault, autostart=False,
-                                actor_options=composition.placement(settings))
+        handles = start_runners(rt, name, new, fault=fault, autostart=False)
         import ray
 
         ray.get([h.start.remote() for h in handles])
@@ -149,7 +148,7 @@ def replay(
         switched = time.monotonic()
         catch_up_s = caught_up_at - t_start
         if old is not None and old != new:
-            stop_runners(settings, name, old)
+            stop_runners(rt, name, old)
             if drop_old:
                 time.sleep(0.2)  # readers holding the old pointer finish; later ones retry on the new
                 store.drop_version(name, old)

@@ -167,6 +167,9 @@ class ProjectionStore:
         meanwhile), check that ``new`` has read at least as far on every partition, then move
         the pointer. Readers therefore never go back in time across the switch.
 
+        A current version that reads another topic (another app's, or a test's) is not compared
+        with: the caller builds ``new`` to its own topic's head first.
+
         Returns:
             False when ``new`` is still behind the current version (try again shortly).
         """
@@ -176,7 +179,11 @@ class ProjectionStore:
                 "SELECT current_version FROM eventray_projections WHERE name = %s FOR UPDATE", (name,)
             ).fetchone()
             old = None if row is None else int(row[0])
-            if old is not None and old != new:
+            topics = dict(self.conn.execute(
+                "SELECT version, topic FROM eventray_projection_versions WHERE name = %s AND version = ANY(%s)",
+                (name, [v for v in (old, new) if v is not None]),
+            ).fetchall())
+            if old is not None and old != new and topics.get(old) == topics.get(new):
                 olds = dict(self.conn.execute(
                     "SELECT partition, next_offset FROM eventray_projection_offsets "
                     "WHERE name = %s AND version = %s FOR UPDATE", (name, old),

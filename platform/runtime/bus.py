@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from eventray.platform.domain import Command
-from eventray.platform.errors import Overloaded, ServiceUnavailable
+from eventray.platform.errors import Overloaded, ServiceUnavailable, UnknownCommand
 from eventray.platform.runtime.outcome import Outcome
 
 log = logging.getLogger("eventray.bus")
@@ -50,6 +50,8 @@ class CommandBus:
         transport: reaches the shard of a partition.
         encode_commands: ``list[Command] -> bytes``.
         decode_outcomes: ``bytes -> list[Outcome]``.
+        known_commands: the command types the shards handle; any other is refused with
+            :class:`UnknownCommand` before it is batched (it would fail its whole batch).
         max_in_flight: concurrent calls per partition; more commands wait and batch up. One
             is the default: everything that arrives during a call goes in the next one, so each
             Kafka transaction (the scarce resource, ~2,000/s on a 2-core machine) carries more
@@ -69,6 +71,7 @@ class CommandBus:
         encode_commands: Callable[[list[Command]], bytes],
         decode_outcomes: Callable[[bytes], list[Outcome]],
         decode_state: Callable[[str, bytes], object] | None = None,
+        known_commands: Collection[type] | None = None,
         max_in_flight: int = 1,
         batch_max: int = 1024,
         waiting_max: int = 50_000,
@@ -80,6 +83,7 @@ class CommandBus:
         self._encode = encode_commands
         self._decode = decode_outcomes
         self._decode_state = decode_state
+        self._known = frozenset(known_commands) if known_commands is not None else None
         self._max_in_flight = max_in_flight
         self._batch_max = batch_max
         self._waiting_max = waiting_max
@@ -117,6 +121,10 @@ class CommandBus:
     def _enqueue(self, command: Command) -> asyncio.Future[Outcome]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Outcome] = loop.create_future()
+        if self._known is not None and type(command) not in self._known:
+            fut.set_result(Outcome.failure(command.command_id, getattr(command, "aggregate_id", ""), UnknownCommand(
+                f"no aggregate of this app handles {type(command).__name__}; send one of its command types")))
+            return fut
         partition = self._partition_for(command.aggregate_id, self.partitions)
         lane = self._lanes[partition]
         if len(lane.waiting) >= self._waiting_max:

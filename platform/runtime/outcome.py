@@ -26,6 +26,11 @@ def error_class(code: str) -> type[_errors.EventrayError]:
     return _ERRORS_BY_CODE.get(code, _errors.EventrayError)
 
 
+def _field_of(exc: BaseException) -> str | None:
+    field = getattr(exc, "details", {}).get("field")
+    return field if isinstance(field, str) else None
+
+
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     """The result of one command.
 
@@ -40,6 +45,7 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
         error_type: the error's class name, e.g. ``InsufficientFunds``.
         error_message: a sentence a person can act on.
         retryable: True when sending the same command again may succeed.
+        error_field: the command field an ``InvalidCommand`` names (its ``field`` detail).
     """
 
     command_id: str
@@ -51,6 +57,7 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     error_type: str | None = None
     error_message: str | None = None
     retryable: bool = False
+    error_field: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -63,6 +70,8 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
             return None
         exc = error_class(self.error_code)(self.error_message or "")
         exc.details["error_type"] = self.error_type
+        if self.error_field is not None:
+            exc.details["field"] = self.error_field
         return exc
 
     def raise_for_error(self) -> Outcome:
@@ -83,6 +92,7 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
             error_type=type(exc).__name__,
             error_message=str(getattr(exc, "message", None) or exc),
             retryable=isinstance(exc, _errors.Retryable),
+            error_field=_field_of(exc),
         )
 
 

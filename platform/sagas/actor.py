@@ -17,19 +17,20 @@ import msgspec
 import ray
 
 from eventray.platform.errors import ServiceUnavailable
+from eventray.platform.runtime.actors import ACTOR_DEFAULTS, NAMESPACE
+from eventray.platform.sagas.composition import coordinator_group
 from eventray.platform.settings import Settings
 
 log = logging.getLogger("eventray.sagas")
 
-NAMESPACE = "eventray"
-
 
 def coordinator_name(topic: str, saga: str, index: int) -> str:
     """The Ray actor name of coordinator ``index`` of saga ``saga`` on event topic ``topic``."""
-    return f"saga:{topic}:{saga}:{index}"
+    return coordinator_group(topic, saga).name(index)
 
 
-@ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0, max_concurrency=10_000)  # type: ignore[call-overload]
+# max_concurrency: every waiting client call (run, wait_any) holds one of the loop's slots
+@ray.remote(**ACTOR_DEFAULTS, max_concurrency=10_000)  # type: ignore[call-overload]
 class SagaCoordinator:
     """Coordinates the saga-topic partitions it owns, one service each. ``ready`` waits for recovery.
 
@@ -39,17 +40,17 @@ class SagaCoordinator:
     """
 
     def __init__(self, settings: Settings, saga_settings: Any, saga: str, partitions: list[int],
-                 scorer: Any = None) -> None:
-        from eventray.platform.sagas import composition
-
-        from eventray.platform.observability import logs
+                 policy: Any = None, services: Any = None) -> None:
+        from eventray.platform.composition import Runtime
+        from eventray.platform.observability import logs, metrics
 
         logs.configure(json_lines=settings.log_json)
-        self._metrics_tasks: list[Any] = []
-        self._settings, self._saga_settings, self._partitions = settings, saga_settings, sorted(partitions)
-        self._saga, self._scorer = saga, scorer
+        self._rt = Runtime.load(settings)
+        self._saga_settings, self._partitions = saga_settings, sorted(partitions)
+        self._saga, self._policy, self._overrides = saga, policy, services
         self._services: dict[int, Any] = {}
-        self._composition = composition
+        self._exporter = metrics.Exporter()
+        self._released = False
 
     async def _svc(self, partition: int) -> Any:
         if partition not in self._partitions:
@@ -59,11 +60,12 @@ class SagaCoordinator:
                                  f"{partition}; look the owner up and send again", partition=partition)
         svc = self._services.get(partition)
         if svc is None:  # built inside the actor's loop: the bus binds to it
-            svc = self._services[partition] = self._composition.build_coordinator(
-                self._settings, self._saga_settings, self._saga, partition, scorer=self._scorer)
-            from eventray.platform.observability.metrics import export_saga_forever
+            from eventray.platform.observability.metrics import saga_export
+            from eventray.platform.sagas.composition import build_coordinator
 
-            self._metrics_tasks.append(asyncio.ensure_future(export_saga_forever(self._saga, partition, svc.describe)))
+            svc = self._services[partition] = build_coordinator(
+                self._rt, self._saga_settings, self._saga, partition, policy=self._policy, services=self._overrides)
+            self._exporter.add(saga_export(self._saga, partition, svc.describe))
         await svc.start()
         return svc
 
@@ -73,9 +75,9 @@ class SagaCoordinator:
     async def ready(self) -> list[dict[str, Any]]:
         return [svc.describe() for svc in await self._all()]
 
-    def owned(self) -> list[int]:
+    def owned(self) -> dict[str, Any]:
         """The saga-topic partitions this coordinator drives."""
-        return list(self._partitions)
+        return {"partitions": list(self._partitions), "serving": not self._released}
 
     async def request(self, partition: int, request: bytes) -> bytes:
         svc = await self._svc(partition)
@@ -130,11 +132,13 @@ class SagaCoordinator:
         state = (await self._svc(partition)).get(saga_id)
         return None if state is None else msgspec.msgpack.encode(state)
 
-    async def by_account(self, account_id: str) -> bytes:
-        return msgspec.msgpack.encode([s for svc in await self._all() for s in svc.by_account(account_id)])
+    async def by_key(self, key: str) -> bytes:
+        """``[(saga id, started at ms, state)]`` of the sagas indexed under ``key``, every owned partition."""
+        return msgspec.msgpack.encode([e for svc in await self._all() for e in svc.by_key(key)])
 
     async def stuck(self, older_than_ms: int) -> bytes:
-        return msgspec.msgpack.encode([s for svc in await self._all() for s in svc.stuck(older_than_ms)])
+        """``[(saga id, started at ms, state)]`` of the sagas needing attention or older than ``older_than_ms``."""
+        return msgspec.msgpack.encode([e for svc in await self._all() for e in svc.stuck(older_than_ms)])
 
     async def all_states(self) -> bytes:
         return msgspec.msgpack.encode([i.state for svc in await self._all() for i in svc.instances.values()])
@@ -143,9 +147,15 @@ class SagaCoordinator:
         """One entry per owned partition (``index`` is the partition)."""
         return [svc.describe() for svc in await self._all()]
 
-    async def stop(self) -> None:
+    async def release(self) -> None:
+        """Stop every partition's service (its turn in flight commits or aborts)."""
+        self._released = True
         for svc in self._services.values():
             await svc.stop()
+        self._exporter.close()
+
+    async def stop(self) -> None:
+        await self.release()
 
     def pid(self) -> int:
         import os
@@ -160,18 +170,20 @@ class SagaClient:
     request is idempotent by its saga id).
     """
 
-    def __init__(self, settings: Settings, *, partitions: int, coordinators: int, saga: str = "TransferMoney") -> None:
+    def __init__(self, rt: Any, saga_settings: Any, saga: str) -> None:
         from eventray.platform.sagas.coordinator import owner_of
-        from eventray.sagas import SAGAS
 
-        self._settings = settings
-        self._partitions = partitions
-        self._n = max(1, min(coordinators, partitions))  # coordinator actors
+        spec = rt.app.saga(saga)
+        self._group = coordinator_group(rt.topic, saga)
+        self._partitions = saga_settings.partitions
+        self._n = max(1, min(saga_settings.coordinators, self._partitions))  # coordinator actors
         self._saga = saga
         self._owner_of = owner_of
-        self._definition = SAGAS[saga]
-        self._state_dec = msgspec.msgpack.Decoder(self._definition.state_type)
-        self._list_dec = msgspec.msgpack.Decoder(list[self._definition.state_type])  # type: ignore[name-defined]
+        self._definition = spec.build()
+        state_type = spec.definition.state_type
+        self._state_dec = msgspec.msgpack.Decoder(state_type)
+        self._list_dec = msgspec.msgpack.Decoder(list[state_type])  # type: ignore[valid-type]
+        self._entries_dec = msgspec.msgpack.Decoder(list[tuple[str, int, state_type]])  # type: ignore[valid-type]
         self._handles: dict[str, Any] = {}
         self._owners: dict[int, str] | None = None
         self._lanes: dict[int, list[tuple[bytes, asyncio.Future[Any]]]] = {}
@@ -181,7 +193,7 @@ class SagaClient:
         self._polling: dict[int, bool] = {}
 
     def _fallback(self, partition: int) -> str:
-        return coordinator_name(self._settings.topic, self._saga, partition % self._n)
+        return self._group.name(partition % self._n)
 
     async def _owners_map(self) -> dict[int, str]:
         """``{saga partition: coordinator actor name}``, asked of the live coordinators.
@@ -190,19 +202,8 @@ class SagaClient:
         coordinators (as the command bus follows the shards).
         """
         if self._owners is None:
-            from eventray.platform.runtime.actors import indexed_actors
-
-            names = list(indexed_actors(f"saga:{self._settings.topic}:{self._saga}:").values())
-
-            async def owned(name: str) -> tuple[str, list[int]]:
-                try:
-                    return name, await asyncio.wait_for(self._handle(name).owned.remote(), 5.0)
-                except Exception:  # noqa: BLE001 - starting or being removed: owns nothing now
-                    self._handles.pop(name, None)
-                    return name, []
-
-            found = await asyncio.gather(*(owned(n) for n in names))
-            self._owners = {p: name for name, parts in found for p in parts}
+            owners = await self._group.owners()
+            self._owners = {p: self._group.name(i) for p, i in owners.items()}
         return self._owners
 
     def _handle(self, name: str) -> Any:
@@ -246,19 +247,19 @@ class SagaClient:
 
     async def request(self, request: Any) -> Any:
         """Start a saga (idempotent by its id); its state once the start is committed."""
-        sid = self._definition().saga_id(request)
+        sid = self._definition.saga_id(request)
         return self._state_dec.decode(await self._on(self.owner(sid), "request", msgspec.msgpack.encode(request)))
 
     async def run(self, request: Any, timeout_s: float = 120.0) -> Any:
         """Start a saga and wait for its terminal state."""
-        sid = self._definition().saga_id(request)
+        sid = self._definition.saga_id(request)
         return self._state_dec.decode(await self._on(self.owner(sid), "run", msgspec.msgpack.encode(request),
                                                      timeout_s, timeout_s=timeout_s + 10))
 
     async def run_batched(self, request: Any, timeout_s: float = 120.0) -> Any:
         """:meth:`run`, micro-batched: concurrent calls for one coordinator share one Ray call
         (a Ray call costs about as much CPU as a hundred transfers' coordination)."""
-        sid = self._definition().saga_id(request)
+        sid = self._definition.saga_id(request)
         index = self.owner(sid)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         lane = self._lanes.setdefault(index, [])
@@ -299,7 +300,7 @@ class SagaClient:
         """:meth:`run`, with starts batched per coordinator and completions streamed back: one
         long-poll per coordinator returns every saga that ended, so no transfer waits for a
         slower one (unlike :meth:`run_batched`)."""
-        sid = self._definition().saga_id(request)
+        sid = self._definition.saga_id(request)
         index = self.owner(sid)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
@@ -358,14 +359,24 @@ class SagaClient:
         raw = await self._on(self.owner(saga_id), "get", saga_id)
         return None if raw is None else self._state_dec.decode(raw)
 
-    async def by_account(self, account_id: str) -> list[Any]:
-        parts = await self._each("by_account", account_id)
-        out = [s for raw in parts for s in self._list_dec.decode(raw)]
-        return sorted(out, key=lambda s: getattr(s, "requested_at_ms", 0), reverse=True)
+    async def by_key(self, key: str) -> list[Any]:
+        """The states of the sagas indexed under ``key`` (the definition's ``index_keys``), newest first."""
+        entries = [e for raw in await self._each("by_key", key) for e in self._entries_dec.decode(raw)]
+        return [state for _, _, state in sorted(entries, key=lambda e: e[1], reverse=True)]
+
+    async def stuck_entries(self, older_than_ms: int = 60_000) -> list[tuple[str, int, Any]]:
+        """``(saga id, started at ms, state)`` of the sagas needing attention (the definition's
+        ``needs_attention``), and of live ones older than ``older_than_ms``, oldest first."""
+        entries = [e for raw in await self._each("stuck", older_than_ms) for e in self._entries_dec.decode(raw)]
+        return sorted(entries, key=lambda e: e[1])
 
     async def stuck(self, older_than_ms: int = 60_000) -> list[Any]:
-        parts = await self._each("stuck", older_than_ms)
-        return [s for raw in parts for s in self._list_dec.decode(raw)]
+        """The states of :meth:`stuck_entries`."""
+        return [state for _, _, state in await self.stuck_entries(older_than_ms)]
+
+    def status(self, state: Any) -> str:
+        """The definition's status of ``state``."""
+        return self._definition.status(state)
 
     async def all_states(self) -> list[Any]:
         parts = await self._each("all_states")

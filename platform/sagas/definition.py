@@ -152,6 +152,13 @@ class SagaDefinition(Generic[S]):
         """The id of the saga ``event`` belongs to, or ``None``."""
         raise NotImplementedError
 
+    def correlate_record(self, aggregate_id: str, event: Event) -> str | None:
+        """The id of the saga the event of ``aggregate_id`` belongs to; by default :meth:`correlate`.
+
+        Override it when the saga id follows from the aggregate, not from a field of the event.
+        """
+        return self.correlate(event)
+
     def react(self, state: S, signal: Signal, now_ms: int) -> Decision[S] | None:
         """The transition for ``signal``, or ``None`` when it changes nothing."""
         raise NotImplementedError
@@ -166,9 +173,17 @@ class SagaDefinition(Generic[S]):
     def status(self, state: S) -> str:
         raise NotImplementedError
 
-    def accounts(self, state: S) -> tuple[str, ...]:
-        """Aggregate ids a saga concerns, for listing by account (optional)."""
+    def index_keys(self, state: S) -> tuple[str, ...]:
+        """Keys to list the saga by (the aggregate ids it concerns, say); optional.
+
+        The coordinator indexes every instance under these keys: ``SagaClient.by_key``.
+        """
         return ()
+
+    def needs_attention(self, state: S) -> bool:
+        """Whether a person must look at this saga (it ended in a state the definition could not
+        settle by itself); ``SagaClient.stuck`` lists these first. Optional."""
+        return False
 
 
 def is_command(value: Any) -> bool:

@@ -13,8 +13,9 @@ operations and reports, among others:
 :func:`saga_run_history` builds the history of a saga run from the logs themselves:
 
 * sends: each start request the client saw acknowledged (a value in the saga topic), and for
-  each saga the coordinators report terminal, the movements its outcome implies (a completed
-  transfer's debit and credit; a refunded one's debit and refund);
+  each saga the coordinators report terminal, the movements its outcome implies (the app says
+  which: for the bank's transfers, a completed one's debit and credit, a refunded one's debit
+  and refund);
 * failed sends: the records of aborted transactions (read ``read_uncommitted``, absent from the
   ``read_committed`` read of the same range);
 * polls: what the coordinators read (each transition's ``trigger`` log position, stored in the
@@ -27,7 +28,7 @@ each transition exactly once.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,10 +114,6 @@ def check_queue(history: Iterable[Op]) -> HistoryReport:
 
 # --- building a saga run's history from the logs ------------------------------------------------------
 
-_MOVES = {"TransferDebited": "debit", "TransferCredited": "credit", "TransferRefunded": "refund",
-          "TransferDebitVoided": "debit_void", "TransferCreditVoided": "credit_void"}
-
-
 def _read_partition(bootstrap: str, topic: str, partition: int, isolation: str) -> list[tuple[int, bytes | None, bytes]]:
     from eventray.platform.eventlog.reader import PartitionReader
 
@@ -130,18 +127,23 @@ def _read_partition(bootstrap: str, topic: str, partition: int, isolation: str) 
 
 
 def saga_run_history(*, bootstrap: str, event_topic: str, partitions: int, saga_topic: str, saga_partitions: int,
-                     acked_starts: Iterable[str], terminal: dict[str, Any]) -> tuple[list[Op], list[str]]:
+                     acked_starts: Iterable[str], terminal: dict[str, Any], codec: Any,
+                     movement: Callable[[Any], tuple[str, str] | None],
+                     effects: Callable[[str, Any], Iterable[tuple[str, str]]]) -> tuple[list[Op], list[str]]:
     """The history of a run, and the exactly-once errors of its saga transitions.
 
     Args:
         acked_starts: saga ids whose start request was acknowledged to the client.
         terminal: final state per saga id, as the coordinators report it.
+        codec: the app's event codec.
+        movement: ``event -> (kind, saga id)`` for the events a saga's steps write (each must be
+            written at most once), ``None`` for any other event.
+        effects: ``(saga id, final state) -> [(kind, saga id)]``: the movements a saga that ended in
+            that state must have written exactly once.
     """
-    from eventray.platform import composition
     from eventray.platform.eventlog.envelope import DecodedRecord
     from eventray.platform.sagas.records import decode_record
 
-    codec = composition.event_codec()
     ops: list[Op] = []
     committed_event: dict[tuple[int, int], Any] = {}
     final_reads: list[tuple[Any, int, Any]] = []
@@ -151,15 +153,13 @@ def saga_run_history(*, bootstrap: str, event_topic: str, partitions: int, saga_
         for rec in codec.decode_many(committed, partition=p):
             if not isinstance(rec, DecodedRecord) or rec.offset is None:
                 continue
-            kind = _MOVES.get(type(rec.event).__name__)
-            vid: Any = (kind, rec.event.transfer_id) if kind else ("event", rec.envelope.event_id)
+            vid: Any = movement(rec.event) or ("event", rec.envelope.event_id)
             committed_event[(p, rec.offset)] = vid
             final_reads.append((("events", p), rec.offset, vid))
         # aborted records: in the log (read_uncommitted) but never committed
         for rec in codec.decode_many(_read_partition(bootstrap, event_topic, p, "read_uncommitted"), partition=p):
             if isinstance(rec, DecodedRecord) and rec.offset not in committed_offsets:
-                kind = _MOVES.get(type(rec.event).__name__)
-                vid = (kind, rec.event.transfer_id) if kind else ("event", rec.envelope.event_id)
+                vid = movement(rec.event) or ("event", rec.envelope.event_id)
                 ops.append(Op("fail", "send", vid, ("events", p), rec.offset))
     seqs: dict[str, list[int]] = defaultdict(list)
     coordinator_reads: list[tuple[Any, int, Any]] = []
@@ -181,13 +181,8 @@ def saga_run_history(*, bootstrap: str, event_topic: str, partitions: int, saga_
     for sid in acked_starts:
         ops.append(Op("ok", "send", ("transition", sid, 1)))
     for sid, state in terminal.items():
-        status = getattr(state, "status", None)
-        if status == "completed":
-            ops.append(Op("ok", "send", ("debit", sid)))
-            ops.append(Op("ok", "send", ("credit", sid)))
-        elif status == "compensated" and any(s.result == "refunded" for s in getattr(state, "steps", ())):
-            ops.append(Op("ok", "send", ("debit", sid)))
-            ops.append(Op("ok", "send", ("refund", sid)))
+        for key in effects(sid, state):
+            ops.append(Op("ok", "send", key))
     ops.append(Op("ok", "poll", reads=tuple(coordinator_reads)))
     ops.append(Op("ok", "poll", reads=tuple(final_reads)))
     errors = []

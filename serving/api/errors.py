@@ -37,9 +37,10 @@ _CATEGORY = {
 }
 
 
-# the domain's field errors lose their details crossing the wire; their type names the field
-_FIELD_OF = {"InvalidAmount": "amount", "InvalidEmail": "email", "InvalidName": "name",
-             "InvalidCurrency": "currency", "InvalidOwner": "ownerId"}
+def graphql_name(field: str) -> str:
+    """A command field's GraphQL name: ``owner_id`` -> ``ownerId``."""
+    head, *rest = field.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
 def member_for(cls: type[BaseException]) -> str | None:
@@ -70,7 +71,8 @@ def error_result(exc: E.EventrayError, *, command_id: str | None, aggregate_id: 
         "commandId": command_id, "aggregateId": aggregate_id,
     }
     if name == "ValidationError":
-        result["field"] = exc.details.get("field") or _FIELD_OF.get(str(exc.details.get("error_type")))
+        field = exc.details.get("field")
+        result["field"] = graphql_name(field) if isinstance(field, str) else None
     elif name == "RuleViolationError":
         result["rule"] = exc.details.get("error_type") or type(exc).__name__
     return result
@@ -89,6 +91,8 @@ def command_result(outcome: Outcome) -> dict[str, Any]:
         cls = E.ServiceUnavailable
     exc = cls(outcome.error_message or "")
     exc.details["error_type"] = outcome.error_type
+    if outcome.error_field is not None:
+        exc.details["field"] = outcome.error_field
     return error_result(exc, command_id=outcome.command_id, aggregate_id=outcome.aggregate_id)
 
 

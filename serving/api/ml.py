@@ -14,7 +14,6 @@ from ariadne import QueryType
 from graphql import GraphQLResolveInfo
 
 from eventray.platform.errors import InvalidCommand, ServiceUnavailable
-from eventray.serving.api import policy
 from eventray.serving.models import resolvers
 
 ml_query = QueryType()
@@ -57,14 +56,3 @@ async def resolve_recommend(_: Any, info: GraphQLResolveInfo, userId: str, first
 @ml_query.field("models")
 async def resolve_models(_: Any, info: GraphQLResolveInfo) -> list[dict[str, Any]]:
     return await resolvers.models(_ml(info))
-
-
-@ml_query.field("alerts")
-async def resolve_alerts(_: Any, info: GraphQLResolveInfo, accountId: str, first: int = 20) -> list[dict[str, Any]]:
-    services, principal = info.context["services"], info.context["principal"]
-    await policy.require_account(principal, accountId, services.owners)
-    if not 1 <= first <= services.serving.max_page_size:
-        raise InvalidCommand(f"first must be between 1 and {services.serving.max_page_size}", field="first")
-    rows = await services.queries.alerts(services.pool, accountId, first=first)
-    return [{"accountId": r.account_id, "at": r.at.isoformat(), "amount": r.amount, "score": r.score,
-             "zscore": r.zscore, "reason": r.reason, "modelVersion": r.model_version} for r in rows]

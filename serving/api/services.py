@@ -1,24 +1,21 @@
-"""What the resolvers delegate to, built once per replica from settings.
+"""What the resolvers delegate to, built once per replica from the app's runtime.
 
-Built inside the replica's event loop (the ASGI lifespan): the command bus and the read
-pool bind to the running loop.
+Built inside the replica's event loop (the ASGI lifespan): the command bus, the saga clients
+and the read pool bind to the running loop. The app's own per-replica state (caches, its
+read API) comes from its ``GraphQLExtension.setup`` and is ``context["app"]`` in resolvers.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any
 
-from eventray.platform import composition
 from eventray.platform.errors import EventrayError, ServiceUnavailable
 from eventray.platform.runtime.bus import CommandBus
 from eventray.platform.sagas.settings import SagaSettings
 from eventray.platform.settings import Settings
 from eventray.serving.api.live import EventHub
-from eventray.serving.api.policy import Owners
 from eventray.serving.metrics import Metrics
 from eventray.serving.settings import ServingSettings
 
@@ -42,41 +39,49 @@ class ConsistentReads:
 
 @dataclass
 class ApiServices:
-    """The replica's adapters: command bus, consistent reads, read-model pool, live hub, saga client."""
+    """The replica's adapters: command bus, consistent reads, read-model pool, live hub, saga clients."""
 
-    settings: Settings
+    runtime: Any  # eventray.platform.composition.Runtime
     serving: ServingSettings
     bus: CommandBus
     reads: ConsistentReads
     hub: EventHub
-    owners: Owners
     metrics: Metrics
     pool: Any = None
-    saga_client: Any = None
-    _queries: ModuleType | None = field(default=None, repr=False)
+    sagas: dict[str, Any] = field(default_factory=dict)
+    #: what the app's ``GraphQLExtension.setup`` returned
+    app_state: Any = None
+
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.settings  # type: ignore[no-any-return]
 
     @classmethod
-    async def start(cls, settings: Settings, serving: ServingSettings, *, metrics: Metrics | None = None,
-                    sagas: SagaSettings | None = None) -> ApiServices:
-        """Open the adapters. ``sagas``: how the saga coordinators run (their count picks the
-        coordinator that owns a transfer); default: ``EVENTRAY_SAGA_*`` of this process."""
+    async def start(cls, rt: Any, serving: ServingSettings, *, metrics: Metrics | None = None,
+                    sagas: SagaSettings | None = None, setup: Any = None) -> ApiServices:
+        """Open the adapters of the app of ``rt``. ``sagas``: how its saga coordinators run (their
+        count picks the coordinator that owns a saga); default: ``EVENTRAY_SAGA_*`` of this process.
+        ``setup``: the app's ``GraphQLExtension.setup``."""
         from eventray.platform.sagas.composition import saga_client
 
-        composition.connect_ray(settings)
-        bus = composition.command_bus(settings)
-        reads = ConsistentReads(bus)
-
-        async def owner_lookup(account_id: str) -> str | None:
-            found = await reads.read(account_id)
-            return getattr(found[0], "owner_id", None) if found else None
-
+        rt.connect_ray()
+        bus = rt.command_bus()
+        saga_settings = sagas or SagaSettings()
         services = cls(
-            settings=settings, serving=serving, bus=bus, reads=reads,
-            hub=_build_hub(settings), owners=Owners(owner_lookup), metrics=metrics or Metrics(),
-            saga_client=saga_client(settings, sagas or SagaSettings()),
+            runtime=rt, serving=serving, bus=bus, reads=ConsistentReads(bus), hub=_build_hub(rt),
+            metrics=metrics or Metrics(), sagas={name: saga_client(rt, saga_settings, name) for name in rt.app.sagas},
         )
         await services._open_pool()
+        if setup is not None:
+            services.app_state = setup(services)
         return services
+
+    def saga(self, name: str) -> Any:
+        """The client of the app's saga ``name``."""
+        client = self.sagas.get(name)
+        if client is None:
+            raise ServiceUnavailable(f"this app runs no saga named {name!r}; known: {sorted(self.sagas) or 'none'}")
+        return client
 
     async def _open_pool(self) -> None:
         from psycopg_pool import AsyncConnectionPool
@@ -85,29 +90,14 @@ class ApiServices:
                                         open=False, kwargs={"autocommit": True})
         await self.pool.open(wait=False)
 
-    @property
-    def queries(self) -> ModuleType:
-        """``eventray.projections.queries`` (the read side), imported on first use."""
-        if self._queries is None:
-            try:
-                self._queries = importlib.import_module("eventray.projections.queries")
-            except ImportError as e:
-                raise ServiceUnavailable("the read models are not available in this build") from e
-        return self._queries
-
     async def close(self) -> None:
         self.hub.close()
         if self.pool is not None:
             await self.pool.close()
 
 
-def _build_hub(settings: Settings) -> EventHub:
-    from eventray.platform.eventlog.reader import PartitionReader
+def _build_hub(rt: Any) -> EventHub:
+    def make_reader(partition: int) -> Any:
+        return rt.reader(partition, poll_timeout_ms=200, client_id=f"eventray-live-{partition}")
 
-    codec = composition.event_codec()
-
-    def make_reader(partition: int) -> PartitionReader:
-        return PartitionReader(bootstrap=settings.kafka_address, topic=settings.topic, partition=partition,
-                               poll_timeout_ms=200, client_id=f"eventray-live-{partition}")
-
-    return EventHub(make_reader=make_reader, partitions=settings.partitions, decode=codec.decode)
+    return EventHub(make_reader=make_reader, partitions=rt.settings.partitions, decode=rt.codec.decode)

@@ -323,7 +323,9 @@ def main() -> int:
             "EVENTRAY_TOPIC": topic,
             "EVENTRAY_DEAD_LETTER_TOPIC": f"{topic}.dead-letters",
             "EVENTRAY_HOME": str(NODE_HOME),
-            # no ML models on this cluster: transfers are scored by the amount rule
+            # no ML models on this cluster: transfers are scored by the amount rule. TransferMoney's
+            # policy is read where its coordinators run (eventray.serving.bank.fraud.transfer_policy),
+            # so this goes into the head's `ray start` environment as well as the client's
             "EVENTRAY_SAGA_SCORER": "rule",
         }
         wheel = build_wheel(ROOT, WORK / "dist")

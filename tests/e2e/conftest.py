@@ -8,6 +8,7 @@ written here. The model deployments are bound into the same app (the ML fields a
 ``/metrics``); ``EVENTRAY_E2E_APP`` renames the app (and its route) to keep two sessions apart.
 The TransferMoney saga coordinators run on the same topic with the amount-rule fraud scorer
 (deterministic, unlike the anomaly model's score); the session stops the ones it started.
+The app is the default one (``EVENTRAY_APP``, the bank), through ``stack_runtime``.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from _gql import RATE_BURST, Client, token
 
-from eventray.platform.settings import Settings
+from eventray.platform.composition import Runtime
 from eventray.serving.settings import DEV_JWT_SECRET, ServingSettings
 
 _HERE = Path(__file__).resolve().parent
@@ -51,19 +53,24 @@ def rsa_key(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def api(stack_settings: Settings, rsa_key: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Shards, projections, saga coordinators and the Serve app; yields the URLs and settings."""
-    from eventray.platform import composition
+def api(stack_runtime: Runtime, rsa_key: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Shards, projections, saga coordinators and the Serve app; yields the URLs, settings and runtime."""
+    from eventray.platform.projections.ensure import ensure_projections
+    from eventray.platform.runtime.shards import start_shards
     from eventray.platform.sagas import composition as sagas
     from eventray.platform.sagas.settings import SagaSettings
     from eventray.serving import deployment
-    from eventray.serving.projections_setup import ensure_projections
+    from eventray.serving.bank.fraud import AmountRuleScorer, transfer_policy
 
-    composition.start_shards(stack_settings)
-    ensure_projections(stack_settings)
-    saga_settings = SagaSettings(scorer="rule")
-    ours = not _coordinators_running(stack_settings)
-    sagas.start_coordinators(stack_settings, saga_settings)
+    rt = stack_runtime
+    start_shards(rt)
+    ensure_projections(rt, names=["user_directory", "account_balances", "account_activity"])
+    saga_settings = SagaSettings()
+    # the policy EVENTRAY_SAGA_* gives, with the amount-rule scorer at its rule_limit
+    policy = msgspec.structs.replace(transfer_policy(), scorer="rule")
+    ours = not _coordinators_running(rt)
+    sagas.start_coordinators(rt, saga_settings, "TransferMoney", policy=policy,
+                             services={"fraud": AmountRuleScorer(limit=policy.rule_limit).score})
     app = os.environ.get("EVENTRAY_E2E_APP", "eventray-e2e")
     serving = ServingSettings(
         allow_anonymous=False, jwt_secret=DEV_JWT_SECRET, jwks_file=rsa_key["jwks"],
@@ -71,23 +78,24 @@ def api(stack_settings: Settings, rsa_key: dict[str, Any]) -> Iterator[dict[str,
         app_name=app, route_prefix=f"/{app.removeprefix('eventray-')}",
     )
     # the model deployments join the app (one replica each), trained once into a cache of the e2e tests
-    settings = stack_settings.model_copy(update={"model_dir": _e2e_models(), "ml_app_name": app,
-                                                 "ml_min_replicas": 1, "ml_max_replicas": 1})
-    url = deployment.run(settings, serving, models=True, saga_settings=saga_settings)
+    served = rt.with_settings(model_dir=_e2e_models(), ml_app_name=app, ml_min_replicas=1, ml_max_replicas=1)
+    url = deployment.run(served, serving, models=True, saga_settings=saga_settings)
     yield {"url": url, "ws": url.replace("http://", "ws://"), "base": url.rsplit("/", 1)[0],
-           "serving": serving, "settings": settings}
+           "serving": serving, "settings": served.settings, "rt": served}
     deployment.shutdown(serving)
     if ours:  # another session's (or the demo's) coordinators stay up
-        sagas.stop_coordinators(stack_settings, saga_settings)
+        sagas.stop_coordinators(rt, "TransferMoney")
 
 
-def _coordinators_running(settings: Settings) -> bool:
+def _coordinators_running(rt: Runtime) -> bool:
     import ray
 
-    from eventray.platform.sagas.actor import NAMESPACE, coordinator_name
+    from eventray.platform.runtime.actors import NAMESPACE
+    from eventray.platform.sagas.actor import coordinator_name
 
+    rt.connect_ray()
     try:
-        ray.get_actor(coordinator_name(settings.topic, "TransferMoney", 0), namespace=NAMESPACE)
+        ray.get_actor(coordinator_name(rt.topic, "TransferMoney", 0), namespace=NAMESPACE)
     except ValueError:
         return False
     return True

@@ -85,16 +85,16 @@ def test_alerts_of_an_account(api, admin, uid):
     from eventray.platform.projections.replay import replay
     from eventray.platform.projections.store import ProjectionStore
 
-    settings = api["settings"]
-    store = ProjectionStore(settings.dsn)
+    rt = api["rt"]
+    store = ProjectionStore(rt.settings.dsn)
     try:
         version = store.current_version("alerts")
     finally:
         store.close()
     if version is None:
-        version = replay(settings, "alerts", timeout_s=300).new_version
+        version = replay(rt, "alerts", timeout_s=300).new_version
     else:
-        start_runners(settings, "alerts", version)  # resumes from stored offsets
+        start_runners(rt, "alerts", version)  # resumes from stored offsets
     try:
         owner, account = f"al-{uid}", f"ala-{uid}"
         ok(send(admin, "registerUser", userId=owner, name=f"Alert {uid}", email=f"al{uid}@example.com"))
@@ -111,7 +111,7 @@ def test_alerts_of_an_account(api, admin, uid):
         # may call a burst; their amounts, though, are never outliers against the account's own
         assert not [a for a in admin.data(q)["alerts"] if a["amount"] < 2000 and "zscore" in a["reason"]]
     finally:
-        stop_runners(settings, "alerts", version)
+        stop_runners(rt, "alerts", version)
 
 
 def test_metrics_show_replicas_and_model_latencies(api, admin):

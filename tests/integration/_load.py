@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 from eventray.aggregates import ACCOUNT
 from eventray.aggregates.account import Deposit, OpenAccount
-from eventray.platform import composition
 from eventray.platform.runtime.outcome import Outcome
 
 
@@ -58,13 +57,13 @@ class Load:
         return max((b - a for a, b in zip([after, *oks], oks)), default=0.0)
 
 
-def read_log(settings) -> list:
-    return [r for p in range(settings.partitions) for r in composition.read_decoded(settings, p, 0)]
+def read_log(rt) -> list:
+    return [r for p in range(rt.settings.partitions) for r in rt.read_decoded(p, 0)]
 
 
-def assert_log_exact(settings, load: Load) -> dict[str, object]:
+def assert_log_exact(rt, load: Load) -> dict[str, object]:
     """Every acknowledged command is in the log once; versions are gapless (one writer each)."""
-    records = read_log(settings)
+    records = read_log(rt)
     per_command = Counter(r.envelope.command_id for r in records)
     for cid, out in load.acked.items():
         if out.duplicate:  # a resend of a command applied before the failure: it is in the log

@@ -16,12 +16,13 @@ from _load import Load, assert_log_exact
 from ray._private.state import actors as gcs_actors
 from ray.cluster_utils import Cluster
 
-from eventray.platform import composition
+from eventray.platform.composition import Runtime
 from eventray.platform.deploy.status import cluster_status
 from eventray.platform.migrations import migrate
 from eventray.platform.projections.actor import start_runners, stop_topic_runners
 from eventray.platform.projections.replay import replay
 from eventray.platform.projections.store import ProjectionStore
+from eventray.platform.runtime.shards import start_shards
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -45,7 +46,7 @@ def cluster(monkeypatch):
 
 
 @pytest.fixture()
-def settings(stack_settings, cluster):
+def rt(stack_settings, cluster):
     c, _ = cluster
     db = f"it_nodeloss_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(stack_settings.dsn, autocommit=True) as conn:
@@ -56,8 +57,9 @@ def settings(stack_settings, cluster):
         "database_url": dsn, "ray_address": c.address, "topic": f"it-nodeloss-{uuid.uuid4().hex[:8]}",
         "partitions": 4, "shards": 2, "actor_resource": "eventray", "snapshot_interval_s": 0.5,
     })
-    composition.connect_ray(s)
-    yield s
+    rt = Runtime.load(s)
+    rt.connect_ray()
+    yield rt
     with psycopg.connect(stack_settings.dsn, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
@@ -68,8 +70,8 @@ def where(prefix: str) -> dict[str, str]:
             if a.get("State") == "ALIVE" and (a.get("Name") or "").startswith(prefix)}
 
 
-def balances(settings) -> dict[str, int]:
-    store = ProjectionStore(settings.dsn)
+def balances(rt) -> dict[str, int]:
+    store = ProjectionStore(rt.settings.dsn)
     try:
         info = store.version_info("account_balances", store.current_version("account_balances"))
         rows = store.conn.execute(f"SELECT account_id, balance FROM {info.schema}.accounts").fetchall()
@@ -78,21 +80,21 @@ def balances(settings) -> dict[str, int]:
     return dict(rows)
 
 
-async def test_losing_the_shard_node_loses_nothing(settings, cluster) -> None:
+async def test_losing_the_shard_node_loses_nothing(rt, cluster) -> None:
     c, workers = cluster
-    composition.start_shards(settings)
-    await asyncio.to_thread(replay, settings, "account_balances")
-    stop_topic_runners(settings)  # replay placed them anywhere; place them on the workers
-    version = ProjectionStore(settings.dsn).current_version("account_balances")
-    start_runners(settings, "account_balances", version, actor_options=composition.placement(settings))
-    shards, runners = where(f"shard:{settings.topic}:"), where(f"projection:{settings.topic}:")
+    start_shards(rt)
+    await asyncio.to_thread(replay, rt, "account_balances")
+    stop_topic_runners(rt)  # replay placed them anywhere; place them on the workers
+    version = ProjectionStore(rt.settings.dsn).current_version("account_balances")
+    start_runners(rt, "account_balances", version)  # placed by rt.actor_options()
+    shards, runners = where(f"shard:{rt.topic}:"), where(f"projection:{rt.topic}:")
     head_id = c.head_node.node_id
     assert head_id not in set(shards.values()) | set(runners.values()), "eventray actors must avoid the head"
 
-    load = Load(composition.command_bus(settings), clients=12)
+    load = Load(rt.command_bus(), clients=12)
     clients = load.start()
     await asyncio.sleep(2.0)
-    doomed = next(w for w in workers if w.node_id == shards[f"shard:{settings.topic}:0"])
+    doomed = next(w for w in workers if w.node_id == shards[f"shard:{rt.topic}:0"])
     moved = [n for n, node in {**shards, **runners}.items() if node == doomed.node_id]
     lost_at = time.monotonic()
     c.remove_node(doomed, allow_graceful=False)
@@ -108,17 +110,17 @@ async def test_losing_the_shard_node_loses_nothing(settings, cluster) -> None:
           f"{sum(load.deposited.values())} deposits")
 
     survivors = {w.node_id for w in workers if w is not doomed}
-    now = {**where(f"shard:{settings.topic}:"), **where(f"projection:{settings.topic}:")}
+    now = {**where(f"shard:{rt.topic}:"), **where(f"projection:{rt.topic}:")}
     for name in moved:
         assert now.get(name) in survivors, f"{name} did not come back on a surviving worker"
-    folded = assert_log_exact(settings, load)
+    folded = assert_log_exact(rt, load)
 
     deadline = time.monotonic() + 60
     while True:
-        st = cluster_status(settings)
+        st = cluster_status(rt)
         if all(lag == 0 for lag in st["projections"].values()) or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.5)
     assert st["projections"] and all(lag == 0 for lag in st["projections"].values()), st["projections"]
-    assert balances(settings) == {a: s.balance for a, s in folded.items()}
+    assert balances(rt) == {a: s.balance for a, s in folded.items()}
     assert failover_s < 60

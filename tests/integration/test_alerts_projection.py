@@ -21,7 +21,7 @@ import pytest
 import ray
 
 from eventray.aggregates.account import AccountOpened, MoneyDeposited, MoneyWithdrawn
-from eventray.platform import composition
+from eventray.platform.composition import Runtime
 from eventray.platform.migrations import migrate
 from eventray.platform.ml.datasets import simulate_movements
 from eventray.platform.ml.features import Movement
@@ -39,7 +39,7 @@ SEED = 4242
 
 
 @pytest.fixture()
-def settings(stack_settings, tmp_path_factory):
+def rt(stack_settings, tmp_path_factory):
     from ray import serve
 
     from eventray.serving.models import deploy
@@ -55,22 +55,23 @@ def settings(stack_settings, tmp_path_factory):
         "model_dir": model_dir, "ml_app_name": APP, "ml_min_replicas": 1, "ml_max_replicas": 1,
     })
     migrate(s.dsn)
-    composition.connect_ray(s)
-    deploy(s, ("anomaly",))
-    yield s
-    stop_topic_runners(s)
+    rt = Runtime.load(s)
+    rt.connect_ray()
+    deploy(rt.settings, ("anomaly",))
+    yield rt
+    stop_topic_runners(rt)
     serve.delete(APP)
     with psycopg.connect(stack_settings.dsn, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
-def write_movements(settings, labeled) -> None:
+def write_movements(rt, labeled) -> None:
     """Commit an ``AccountOpened`` per account and one event per movement, at its simulated time."""
     from kafka import KafkaProducer
 
-    codec = composition.event_codec()
-    composition.ensure_event_topic(settings)
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_address, acks="all",
+    codec = rt.codec
+    rt.ensure_topic()
+    producer = KafkaProducer(bootstrap_servers=rt.settings.kafka_address, acks="all",
                              transactional_id=f"alerts-seed-{uuid.uuid4().hex[:8]}")
     producer.init_transactions()
     producer.begin_transaction()
@@ -79,32 +80,32 @@ def write_movements(settings, labeled) -> None:
         m = lm.movement
         if m.account_id not in versions:
             versions[m.account_id] = 1
-            producer.send(settings.topic, key=m.account_id.encode(), value=codec.encode(
+            producer.send(rt.topic, key=m.account_id.encode(), value=codec.encode(
                 AccountOpened(owner_id="owner", currency="EUR"), aggregate_type="Account",
                 aggregate_id=m.account_id, version=1, timestamp=int(m.at * 1000) - 1))
         versions[m.account_id] += 1
         event = (MoneyDeposited if m.kind == "deposit" else MoneyWithdrawn)(amount=m.amount, balance_after=0)
-        producer.send(settings.topic, key=m.account_id.encode(), value=codec.encode(
+        producer.send(rt.topic, key=m.account_id.encode(), value=codec.encode(
             event, aggregate_type="Account", aggregate_id=m.account_id, version=versions[m.account_id],
             timestamp=int(round(m.at * 1000))))
     producer.commit_transaction()
     producer.close()
 
 
-def wait_caught_up(settings, timeout_s: float = 120.0) -> None:
+def wait_caught_up(rt, timeout_s: float = 120.0) -> None:
     from eventray.platform.projections.cli import status
 
     deadline = time.monotonic() + timeout_s
     while True:
-        row = next(r for r in status(settings) if r["name"] == "alerts" and r["current"])
+        row = next(r for r in status(rt) if r["name"] == "alerts" and r["current"])
         if row["lag"] == 0:
             return
         assert time.monotonic() < deadline, f"alerts still lags: {row}"
         time.sleep(0.2)
 
 
-def read_alerts(settings) -> list[tuple]:
-    store = ProjectionStore(settings.dsn)
+def read_alerts(rt) -> list[tuple]:
+    store = ProjectionStore(rt.settings.dsn)
     try:
         schema = store.version_info("alerts", store.current_version("alerts")).schema
         return store.conn.execute(
@@ -114,22 +115,22 @@ def read_alerts(settings) -> list[tuple]:
         store.close()
 
 
-def test_alerts_projection_flags_the_seeded_anomalies_exactly_once(settings, tmp_path):
+def test_alerts_projection_flags_the_seeded_anomalies_exactly_once(rt, tmp_path):
     from eventray.serving.models import AlertScorer, MLClient
 
     # time order across accounts, as a live log would hold them
     labeled = sorted(simulate_movements(seed=SEED, accounts=60, days=14), key=lambda lm: lm.movement.at)
     half = len(labeled) // 2
-    write_movements(settings, labeled[:half])
+    write_movements(rt, labeled[:half])
     # the first batch of partition 0 after the build dies after its writes and offset, before
     # COMMIT, with the feature state of the first half stored; Ray restarts the runner
     marker = tmp_path / "crashed"
-    report = replay(settings, "alerts", timeout_s=240,
+    report = replay(rt, "alerts", timeout_s=240,
                     fault={0: FaultPoint(stage="before_commit", marker=str(marker), batch=2)})
-    write_movements(settings, labeled[half:])
-    wait_caught_up(settings)
+    write_movements(rt, labeled[half:])
+    wait_caught_up(rt)
     assert marker.exists(), "the fault point never fired: the test did not cover a crash"
-    rows = read_alerts(settings)
+    rows = read_alerts(rt)
 
     flagged = {(a, round(at, 3)) for a, at, *_ in rows}
     truth = np.array([lm.anomalous for lm in labeled])
@@ -145,11 +146,11 @@ def test_alerts_projection_flags_the_seeded_anomalies_exactly_once(settings, tmp
 
     # exactly once: the read model equals one in-memory pass over the whole log (no gap, no double fold)
     if not ray.is_initialized():
-        composition.connect_ray(settings)
+        rt.connect_ray()
 
     async def in_memory():
         # the times as the log holds them: epoch milliseconds
-        return await AlertScorer(client=MLClient.connect(settings, models=("anomaly",))).score(
+        return await AlertScorer(client=MLClient.connect(rt.settings, models=("anomaly",))).score(
             [Movement(m.account_id, round(m.at * 1000) / 1000.0, m.amount, m.kind)
              for m in (lm.movement for lm in labeled)])
 
@@ -163,7 +164,7 @@ def test_alerts_projection_flags_the_seeded_anomalies_exactly_once(settings, tmp
     async def read_api():
         from psycopg_pool import AsyncConnectionPool
 
-        async with AsyncConnectionPool(settings.dsn, min_size=1, max_size=2, kwargs={"autocommit": True}) as pool:
+        async with AsyncConnectionPool(rt.settings.dsn, min_size=1, max_size=2, kwargs={"autocommit": True}) as pool:
             return await queries.alerts(pool, account, first=50)
 
     found = asyncio.run(read_api())

@@ -20,21 +20,23 @@ from psycopg_pool import AsyncConnectionPool
 
 from eventray.aggregates import ACCOUNT
 from eventray.aggregates.account import Deposit, FreezeAccount, MoneyDeposited, MoneyWithdrawn, OpenAccount, Withdraw
-from eventray.platform import composition
+from eventray.platform.composition import Runtime
 from eventray.platform.eventlog import DecodedRecord
 from eventray.platform.migrations import migrate
-from eventray.platform.projections.actor import NAMESPACE, runner_name, stop_topic_runners
+from eventray.platform.projections.actor import NAMESPACE, runner_group, runner_name, stop_topic_runners
 from eventray.platform.projections.cli import status
+from eventray.platform.projections.reads import projection_status
 from eventray.platform.projections.replay import replay
 from eventray.platform.projections.runner import FaultPoint
 from eventray.platform.projections.store import ProjectionStore
+from eventray.platform.runtime.shards import start_shards, stop_shards
 from eventray.projections import queries
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture()
-def settings(stack_settings):
+def rt(stack_settings):
     db = f"it_proj_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(stack_settings.dsn, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{db}"')
@@ -43,10 +45,11 @@ def settings(stack_settings):
         "database_url": dsn, "topic": f"it-proj-{uuid.uuid4().hex[:8]}", "partitions": 2, "shards": 1,
     })
     migrate(dsn)
-    composition.connect_ray(s)
-    yield s
-    stop_topic_runners(s)
-    composition.stop_shards(s)
+    rt = Runtime.load(s)
+    rt.connect_ray()
+    yield rt
+    stop_topic_runners(rt)
+    stop_shards(rt)
     with psycopg.connect(stack_settings.dsn, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
@@ -54,13 +57,13 @@ def settings(stack_settings):
 # --- the fold of the log, independent of the projection code --------------------------------
 
 
-def fold_log(settings) -> tuple[dict[str, tuple], list[tuple]]:
+def fold_log(rt) -> tuple[dict[str, tuple], list[tuple]]:
     """``({account: (owner, currency, balance, status, version)}, sorted activity rows)``."""
     states: dict[str, object] = {}
     versions: dict[str, int] = {}
     activity = []
-    for p in range(settings.partitions):
-        for r in composition.read_decoded(settings, p, 0):
+    for p in range(rt.settings.partitions):
+        for r in rt.read_decoded(p, 0):
             if not isinstance(r, DecodedRecord) or r.envelope.aggregate_type != "Account":
                 continue
             agg = r.envelope.aggregate_id
@@ -73,8 +76,8 @@ def fold_log(settings) -> tuple[dict[str, tuple], list[tuple]]:
     return accounts, sorted(activity)
 
 
-def read_model(settings, name: str) -> list[tuple]:
-    store = ProjectionStore(settings.dsn)
+def read_model(rt, name: str) -> list[tuple]:
+    store = ProjectionStore(rt.settings.dsn)
     try:
         version = store.current_version(name)
         schema = store.version_info(name, version).schema
@@ -88,22 +91,22 @@ def read_model(settings, name: str) -> list[tuple]:
         store.close()
 
 
-def wait_caught_up(settings, name: str, timeout_s: float = 30.0) -> dict:
+def wait_caught_up(rt, name: str, timeout_s: float = 30.0) -> dict:
     deadline = time.monotonic() + timeout_s
     while True:
-        row = next(r for r in status(settings) if r["name"] == name and r["current"])
+        row = next(r for r in status(rt) if r["name"] == name and r["current"])
         if row["lag"] == 0:
             return row
         assert time.monotonic() < deadline, f"{name} still lags: {row}"
         time.sleep(0.1)
 
 
-def assert_equals_fold(settings) -> None:
-    accounts, activity = fold_log(settings)
-    wait_caught_up(settings, "account_balances")
-    wait_caught_up(settings, "account_activity")
-    assert read_model(settings, "account_balances") == sorted((a, *v) for a, v in accounts.items())
-    assert read_model(settings, "account_activity") == activity
+def assert_equals_fold(rt) -> None:
+    accounts, activity = fold_log(rt)
+    wait_caught_up(rt, "account_balances")
+    wait_caught_up(rt, "account_activity")
+    assert read_model(rt, "account_balances") == sorted((a, *v) for a, v in accounts.items())
+    assert read_model(rt, "account_activity") == activity
 
 
 async def send_ok(bus, commands) -> None:
@@ -124,9 +127,9 @@ def some_commands(rng: random.Random, accounts: list[str], n: int) -> list:
 
 
 @pytest.mark.parametrize("stage", ["before_commit", "after_commit"])
-async def test_killed_runner_resumes_without_gap_or_double_apply(settings, stage, tmp_path: Path) -> None:
-    composition.start_shards(settings)
-    bus = composition.command_bus(settings)
+async def test_killed_runner_resumes_without_gap_or_double_apply(rt, stage, tmp_path: Path) -> None:
+    start_shards(rt)
+    bus = rt.command_bus()
     rng = random.Random(11)
     accounts = [f"k-{i}" for i in range(60)]
     await send_ok(bus, [OpenAccount(aggregate_id=a, owner_id=f"o{i % 7}", currency="EUR") for i, a in enumerate(accounts)])
@@ -137,30 +140,30 @@ async def test_killed_runner_resumes_without_gap_or_double_apply(settings, stage
     for name in ("account_balances", "account_activity"):
         markers[name] = tmp_path / f"{name}.crashed"
         fault = {0: FaultPoint(stage=stage, marker=str(markers[name]), batch=1)}
-        report = replay(settings, name, fault=fault, timeout_s=60)
+        report = replay(rt, name, fault=fault, timeout_s=60)
         assert report.new_version == 1
         assert markers[name].exists(), "the fault point never fired"
-        handle = ray.get_actor(runner_name(settings.topic, name, 1, 0), namespace=NAMESPACE)
+        handle = ray.get_actor(runner_name(rt.topic, name, 1, 0), namespace=NAMESPACE)
         assert ray.get(handle.describe.remote())["running"]
-    assert_equals_fold(settings)
+    assert_equals_fold(rt)
 
     # the restarted runners are the live ones: new events still arrive exactly once
     await send_ok(bus, some_commands(rng, accounts, 300) + [FreezeAccount(aggregate_id=accounts[0], reason="audit")])
-    assert_equals_fold(settings)
-    assert all(r["dead_letters"] == 0 for r in status(settings))
+    assert_equals_fold(rt)
+    assert all(r["dead_letters"] == 0 for r in status(rt))
 
 
 # --- replay under load ----------------------------------------------------------------------
 
 
-async def test_replay_under_load_switches_atomically(settings) -> None:
-    composition.start_shards(settings)
-    bus = composition.command_bus(settings)
+async def test_replay_under_load_switches_atomically(rt) -> None:
+    start_shards(rt)
+    bus = rt.command_bus()
     rng = random.Random(5)
     accounts = [f"r-{i}" for i in range(80)]
     await send_ok(bus, [OpenAccount(aggregate_id=a, owner_id=f"o{i % 4}", currency="EUR") for i, a in enumerate(accounts)])
     await send_ok(bus, some_commands(rng, accounts, 2000))
-    assert (await asyncio.to_thread(replay, settings, "account_balances")).new_version == 1
+    assert (await asyncio.to_thread(replay, rt, "account_balances")).new_version == 1
 
     stop = asyncio.Event()
     sent = 0
@@ -189,59 +192,60 @@ async def test_replay_under_load_switches_atomically(settings) -> None:
             polls += 1
             await asyncio.sleep(0.005)
 
-    async with AsyncConnectionPool(settings.dsn, min_size=1, max_size=4) as pool:
+    async with AsyncConnectionPool(rt.settings.dsn, min_size=1, max_size=4) as pool:
         tasks = [asyncio.create_task(load()), asyncio.create_task(poll(pool))]
         await asyncio.sleep(0.3)
-        report = await asyncio.to_thread(replay, settings, "account_balances", timeout_s=90)
+        report = await asyncio.to_thread(replay, rt, "account_balances", timeout_s=90)
         await asyncio.sleep(0.3)  # keep loading and reading after the switch
         stop.set()
         await asyncio.gather(*tasks)
         assert report.old_version == 1 and report.new_version == 2
         assert sent > 0 and polls > 10
-        assert [s.version for s in await queries.projection_status(pool) if s.name == "account_balances"] == [2]
-    with psycopg.connect(settings.dsn) as conn:
+        assert [s.version for s in await projection_status(pool) if s.name == "account_balances"] == [2]
+    with psycopg.connect(rt.settings.dsn) as conn:
         assert conn.execute("SELECT to_regnamespace('proj_account_balances_v1')").fetchone()[0] is None
-    accounts_fold, _ = fold_log(settings)
-    wait_caught_up(settings, "account_balances")
-    assert read_model(settings, "account_balances") == sorted((a, *v) for a, v in accounts_fold.items())
+    accounts_fold, _ = fold_log(rt)
+    wait_caught_up(rt, "account_balances")
+    assert read_model(rt, "account_balances") == sorted((a, *v) for a, v in accounts_fold.items())
 
 
 # --- poison event ---------------------------------------------------------------------------
 
 
-async def test_poison_event_is_dead_lettered_and_the_runner_goes_on(settings, monkeypatch, capsys) -> None:
+async def test_poison_event_is_dead_lettered_and_the_runner_goes_on(rt, monkeypatch, capsys) -> None:
     from kafka import KafkaProducer
 
     from eventray.platform.cli import main
 
-    composition.start_shards(settings)
-    bus = composition.command_bus(settings)
+    start_shards(rt)
+    bus = rt.command_bus()
     accounts = [f"p-{i}" for i in range(20)]
     await send_ok(bus, [OpenAccount(aggregate_id=a, owner_id="o", currency="EUR") for a in accounts])
-    replay(settings, "account_activity")
+    replay(rt, "account_activity")
 
     poison_key = next(a for a in accounts if bus.partition_of(a) == 0)
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_address,
+    producer = KafkaProducer(bootstrap_servers=rt.settings.kafka_address,
                              transactional_id=f"poison-{uuid.uuid4().hex[:8]}", acks="all")
     producer.init_transactions()
     producer.begin_transaction()
-    meta = producer.send(settings.topic, key=poison_key.encode(), value=b"\x93garbage\xff", partition=0).get(10)
+    meta = producer.send(rt.topic, key=poison_key.encode(), value=b"\x93garbage\xff", partition=0).get(10)
     producer.commit_transaction()
     producer.close()
 
     await send_ok(bus, [Deposit(aggregate_id=a, amount=5) for a in accounts])
-    wait_caught_up(settings, "account_activity")
-    _, activity = fold_log(settings)
+    wait_caught_up(rt, "account_activity")
+    _, activity = fold_log(rt)
     assert len(activity) == len(accounts)
-    assert read_model(settings, "account_activity") == activity  # events after the poison applied
+    assert read_model(rt, "account_activity") == activity  # events after the poison applied
 
-    store = ProjectionStore(settings.dsn)
+    store = ProjectionStore(rt.settings.dsn)
     [dead] = store.dead_letters("account_activity", 1)
     store.close()
     assert (dead.partition, dead.offset, dead.raw) == (0, meta.offset, b"\x93garbage\xff")
     assert "bad envelope" in dead.reason
 
-    monkeypatch.setenv("EVENTRAY_DATABASE_URL", settings.dsn)
+    monkeypatch.setenv("EVENTRAY_DATABASE_URL", rt.settings.dsn)
+    monkeypatch.setenv("EVENTRAY_TOPIC", rt.topic)  # the CLI lists the projections of the app's topic
     assert main(["projections"]) == 0
     out = capsys.readouterr().out
     line = next(ln for ln in out.splitlines() if "account_activity" in ln)
@@ -251,30 +255,28 @@ async def test_poison_event_is_dead_lettered_and_the_runner_goes_on(settings, mo
 # --- runner actors scale apart from partitions ----------------------------------------------
 
 
-def runner_claims(settings, name: str, version: int) -> dict[int, list[int]]:
+def runner_claims(rt, name: str, version: int) -> dict[int, list[int]]:
     """``{runner index: partitions}`` of the runner actors that answer right now."""
-    from eventray.platform.projections.actor import runner_names
-
     out = {}
-    for index, actor in runner_names(settings, name, version).items():
+    for index, actor in runner_group(rt.topic, name, version).live().items():
         try:
-            out[index] = ray.get(ray.get_actor(actor, namespace=NAMESPACE).owned.remote(), timeout=2)
+            out[index] = ray.get(ray.get_actor(actor, namespace=NAMESPACE).owned.remote(), timeout=2)["partitions"]
         except Exception:  # noqa: BLE001 - starting or being removed: applies nothing
             continue
     return out
 
 
-async def test_runner_count_scales_4_2_1_4_while_events_flow(settings) -> None:
+async def test_runner_count_scales_4_2_1_4_while_events_flow(rt) -> None:
     from eventray.platform.projections.actor import start_runners
 
-    s = settings.model_copy(update={"partitions": 4, "shards": 2, "projection_runners": 0})
-    composition.start_shards(s)
-    bus = composition.command_bus(s)
+    s = rt.with_settings(partitions=4, shards=2, projection_runners=0)
+    start_shards(s)
+    bus = s.command_bus()
     rng = random.Random(5)
     accounts = [f"r-{i}" for i in range(80)]
     await send_ok(bus, [OpenAccount(aggregate_id=a, owner_id="o", currency="EUR") for a in accounts])
     await asyncio.to_thread(replay, s, "account_balances", timeout_s=60)
-    version = ProjectionStore(s.dsn).current_version("account_balances")
+    version = ProjectionStore(s.settings.dsn).current_version("account_balances")
     assert runner_claims(s, "account_balances", version) == {0: [0], 1: [1], 2: [2], 3: [3]}
 
     stop = asyncio.Event()
@@ -300,7 +302,7 @@ async def test_runner_count_scales_4_2_1_4_while_events_flow(settings) -> None:
     for runners, owners, removed, started in steps:
         await asyncio.sleep(1.0)
         changes: list[str] = []
-        step = s.model_copy(update={"projection_runners": runners})
+        step = s.with_settings(projection_runners=runners)
         await asyncio.to_thread(start_runners, step, "account_balances", version, changes=changes)
         assert sum(c.startswith("removed") for c in changes) == removed, changes
         assert sum(c.startswith("started") for c in changes) == started, changes
@@ -319,28 +321,28 @@ async def test_runner_count_scales_4_2_1_4_while_events_flow(settings) -> None:
     assert read_model(s, "account_balances") == sorted((a, *v) for a, v in accounts_now.items())
 
 
-async def test_a_second_runner_of_a_partition_is_refused_by_the_stored_offset(settings) -> None:
+async def test_a_second_runner_of_a_partition_is_refused_by_the_stored_offset(rt) -> None:
     from eventray.platform.eventlog.reader import PartitionReader
     from eventray.platform.projections.actor import build_runner
     from eventray.platform.projections.enrich import StaleRunner
 
-    composition.start_shards(settings)
-    bus = composition.command_bus(settings)
+    start_shards(rt)
+    bus = rt.command_bus()
     accounts = [f"z-{i}" for i in range(30)]
     await send_ok(bus, [OpenAccount(aggregate_id=a, owner_id="o", currency="EUR") for a in accounts])
-    await asyncio.to_thread(replay, settings, "account_balances", timeout_s=60)
-    version = ProjectionStore(settings.dsn).current_version("account_balances")
-    current = ProjectionStore(settings.dsn).current_versions
-    assert current(settings.topic, ["account_balances", "alerts"]) == {"account_balances": version}
+    await asyncio.to_thread(replay, rt, "account_balances", timeout_s=60)
+    version = ProjectionStore(rt.settings.dsn).current_version("account_balances")
+    current = ProjectionStore(rt.settings.dsn).current_versions
+    assert current(rt.topic, ["account_balances", "alerts"]) == {"account_balances": version}
     assert current("another-topic", ["account_balances"]) == {}
-    stop_topic_runners(settings)
+    stop_topic_runners(rt)
     await send_ok(bus, [Deposit(aggregate_id=a, amount=7) for a in accounts])
 
-    first = build_runner(settings, "account_balances", version, 0)
-    second = build_runner(settings, "account_balances", version, 0)
-    stored = ProjectionStore(settings.dsn).load_offsets("account_balances", version)[0]
+    first = build_runner(rt, "account_balances", version, 0)
+    second = build_runner(rt, "account_balances", version, 0)
+    stored = ProjectionStore(rt.settings.dsn).load_offsets("account_balances", version)[0]
     first.next_offset = second.next_offset = stored  # both resumed from the same stored offset
-    with PartitionReader(bootstrap=settings.kafka_address, topic=settings.topic, partition=0) as reader:
+    with PartitionReader(bootstrap=rt.settings.kafka_address, topic=rt.topic, partition=0) as reader:
         end = reader.last_stable_offset()
         batch = [r for b in reader.read(stored, until=end) for r in b]
     assert batch, "partition 0 got no deposits"
@@ -348,9 +350,9 @@ async def test_a_second_runner_of_a_partition_is_refused_by_the_stored_offset(se
     assert first.process(batch)
     with pytest.raises(StaleRunner):
         second.process(batch)  # its writes roll back with the refused offset
-    assert ProjectionStore(settings.dsn).load_offsets("account_balances", version)[0] == batch[-1][0] + 1
-    accounts_now, _ = fold_log(settings)
-    on_p0 = {r.envelope.aggregate_id for r in composition.read_decoded(settings, 0, 0) if isinstance(r, DecodedRecord)}
-    model = {row[0]: row for row in read_model(settings, "account_balances")}
+    assert ProjectionStore(rt.settings.dsn).load_offsets("account_balances", version)[0] == batch[-1][0] + 1
+    accounts_now, _ = fold_log(rt)
+    on_p0 = {r.envelope.aggregate_id for r in rt.read_decoded(0, 0) if isinstance(r, DecodedRecord)}
+    model = {row[0]: row for row in read_model(rt, "account_balances")}
     for a in on_p0:
         assert model[a] == (a, *accounts_now[a]), a  # applied once, not twice

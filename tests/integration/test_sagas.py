@@ -1,7 +1,7 @@
 """Sagas on real Kafka, PostgreSQL and Ray: chaos with killed actors, deadlines across a
 coordinator restart, a broker restart, and the Jepsen-style history check of every run.
 
-The fraud step uses the amount-rule scorer (``EVENTRAY_SAGA_SCORER=rule``): the ML anomaly
+The fraud step uses the amount-rule scorer (``TransferPolicy(scorer="rule")``): the ML anomaly
 deployment is a separate Serve application that these tests do not deploy.
 """
 
@@ -18,24 +18,28 @@ import pytest
 import ray
 
 from eventray.aggregates.account import CloseAccount, Deposit, FreezeAccount, OpenAccount
-from eventray.platform import composition
+from eventray.platform.composition import Runtime
 from eventray.platform.eventlog import DecodedRecord, partition_for
 from eventray.platform.errors import EventrayError
 from eventray.platform.migrations import migrate
 from eventray.platform.projections.actor import stop_topic_runners
 from eventray.platform.projections.replay import replay
 from eventray.platform.projections.store import ProjectionStore
-from eventray.platform.runtime.shard_actor import NAMESPACE, shard_name
+from eventray.platform.runtime.actors import NAMESPACE
+from eventray.platform.runtime.shards import shard_name, start_shards, stop_shards
 from eventray.platform.sagas import composition as sagas
 from eventray.platform.sagas.actor import coordinator_name
 from eventray.platform.sagas.history import check_queue, saga_run_history
-from eventray.platform.sagas.scoring import AmountRuleScorer
 from eventray.platform.sagas.settings import SagaSettings
-from eventray.sagas.transfer_money import TERMINAL, TransferRequest
+from eventray.sagas.transfer_money import (
+    TERMINAL, TransferPolicy, TransferRequest, history_effects, history_movement,
+)
+from eventray.serving.bank.fraud import AmountRuleScorer
 
 pytestmark = pytest.mark.integration
 
 RULE_LIMIT = 5_000  # with fraud_threshold 0.9: transfers above 4,500 are refused by the fraud step
+SAGA = "TransferMoney"
 
 
 @pytest.fixture()
@@ -48,23 +52,35 @@ def env(stack_settings):
         "database_url": dsn, "topic": f"it-saga-{uuid.uuid4().hex[:8]}", "partitions": 4, "shards": 2,
     })
     migrate(dsn)
-    composition.connect_ray(s)
+    rt = Runtime.load(s)
+    rt.connect_ray()
     made: list[SagaSettings] = []
-    yield s, made
-    for ss in made:
-        sagas.stop_coordinators(s, ss)
-    stop_topic_runners(s)
-    composition.stop_shards(s)
+    yield rt, made
+    if made:
+        sagas.stop_coordinators(rt, SAGA)
+    stop_topic_runners(rt)
+    stop_shards(rt)
     with psycopg.connect(stack_settings.dsn, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
-def saga_settings(made: list, **kw) -> SagaSettings:
+def saga_settings(made: list, **kw) -> tuple[SagaSettings, TransferPolicy]:
+    """The saga runtime's settings and TransferMoney's policy, from one set of keywords."""
     base = dict(coordinators=2, scorer="rule", fraud_threshold=0.9, step_timeout_ms=3_000,
                 overall_timeout_ms=60_000, max_attempts=8, backoff_base_ms=50, backoff_max_ms=1_000, poll_ms=5)
-    ss = SagaSettings(**{**base, **kw})
+    # what SagaSettings defaulted to when it held the policy (TransferPolicy's own defaults differ)
+    old_defaults = dict(rule_limit=10**9, compensation_max_attempts=40)
+    merged = {**old_defaults, **base, **kw}
+    policy_fields = set(TransferPolicy.__struct_fields__)
+    ss = SagaSettings(**{k: v for k, v in merged.items() if k not in policy_fields})
+    policy = TransferPolicy(**{k: v for k, v in merged.items() if k in policy_fields})
     made.append(ss)
-    return ss
+    return ss, policy
+
+
+def rule_scorer(scorer: AmountRuleScorer | None = None) -> dict:
+    """The fraud service: the amount rule at ``RULE_LIMIT``."""
+    return {"fraud": (scorer or AmountRuleScorer(limit=RULE_LIMIT)).score}
 
 
 async def send_ok(bus, commands) -> None:
@@ -129,30 +145,31 @@ async def get_state(client, saga_id: str):
     raise AssertionError(f"could not read saga {saga_id}")
 
 
-def log_movements(settings) -> dict[str, Counter]:
+def log_movements(rt) -> dict[str, Counter]:
     """transfer id -> Counter of its movement events in the committed log."""
     moves: dict[str, Counter] = defaultdict(Counter)
-    for p in range(settings.partitions):
-        for r in composition.read_decoded(settings, p, 0):
+    for p in range(rt.settings.partitions):
+        for r in rt.read_decoded(p, 0):
             if isinstance(r, DecodedRecord) and hasattr(r.event, "transfer_id"):
                 moves[r.event.transfer_id][type(r.event).__name__] += 1
     return moves
 
 
-def check_history(settings, ss, acked, finals) -> None:
+def check_history(rt, ss, acked, finals) -> None:
     ops, transition_errors = saga_run_history(
-        bootstrap=settings.kafka_address, event_topic=settings.topic, partitions=settings.partitions,
-        saga_topic=sagas.saga_topic(settings, ss), saga_partitions=ss.partitions,
-        acked_starts=acked, terminal={s.transfer_id: s for s in finals})
+        bootstrap=rt.settings.kafka_address, event_topic=rt.topic, partitions=rt.settings.partitions,
+        saga_topic=sagas.saga_topic(rt, ss), saga_partitions=ss.partitions,
+        acked_starts=acked, terminal={s.transfer_id: s for s in finals},
+        codec=rt.codec, movement=history_movement, effects=history_effects)
     report = check_queue(ops)
     report.transition_errors = transition_errors
     print("history:", report.summary())
     assert report.valid, report.summary()
 
 
-def assert_conserved_and_once(settings, finals, before: dict, after: dict) -> None:
+def assert_conserved_and_once(rt, finals, before: dict, after: dict) -> None:
     assert sum(after.values()) == sum(before.values()), "money was created or destroyed"
-    moves = log_movements(settings)
+    moves = log_movements(rt)
     for s in finals:
         m = moves.get(s.transfer_id, Counter())
         assert all(n == 1 for n in m.values()), f"{s.transfer_id}: {dict(m)}"  # nothing twice
@@ -195,12 +212,12 @@ async def setup_accounts(bus, rng, n: int, prefix: str) -> tuple[list[str], dict
 
 
 async def test_thousand_transfers_with_killed_coordinators_and_shards(env) -> None:
-    settings, made = env
-    ss = saga_settings(made)
-    composition.start_shards(settings)
-    sagas.start_coordinators(settings, ss, scorer=AmountRuleScorer(limit=RULE_LIMIT))
-    bus = composition.command_bus(settings)
-    client = sagas.saga_client(settings, ss)
+    rt, made = env
+    ss, policy = saga_settings(made)
+    start_shards(rt)
+    sagas.start_coordinators(rt, ss, SAGA, policy=policy, services=rule_scorer())
+    bus = rt.command_bus()
+    client = sagas.saga_client(rt, ss, SAGA)
     rng = random.Random(7)
     accounts, before = await setup_accounts(bus, rng, 50, "c")
     requests = []
@@ -217,11 +234,11 @@ async def test_thousand_transfers_with_killed_coordinators_and_shards(env) -> No
         for round_ in range(4):
             await asyncio.sleep(rng.uniform(0.5, 1.5))
             c = rng.randrange(ss.coordinators)
-            kill(coordinator_name(settings.topic, "TransferMoney", c))
+            kill(coordinator_name(rt.topic, "TransferMoney", c))
             kills.append(("coordinator", c))
             if round_ % 2 == 0:
-                sh = rng.randrange(settings.shards)
-                kill(shard_name(settings.topic, sh))
+                sh = rng.randrange(rt.settings.shards)
+                kill(shard_name(rt.topic, sh))
                 kills.append(("shard", sh))
 
     t0 = time.monotonic()
@@ -237,13 +254,13 @@ async def test_thousand_transfers_with_killed_coordinators_and_shards(env) -> No
     print("reasons:", dict(reasons))
     assert any("fraud" in r for r in reasons) and any("credit refused" in r for r in reasons), reasons
     after = await balances(bus, accounts)
-    assert_conserved_and_once(settings, finals, before, after)
+    assert_conserved_and_once(rt, finals, before, after)
     # coordinators agree with what the clients saw
     assert {s.transfer_id: s.status for s in await client.all_states()} == {s.transfer_id: s.status for s in finals}
-    check_history(settings, ss, acked, finals)
+    check_history(rt, ss, acked, finals)
     # the activity projection agrees with the balances
-    replay(settings, "account_activity", timeout_s=120)
-    store = ProjectionStore(settings.dsn)
+    replay(rt, "account_activity", timeout_s=120)
+    store = ProjectionStore(rt.settings.dsn)
     try:
         schema = store.version_info("account_activity", store.current_version("account_activity")).schema
         rows = store.conn.execute(
@@ -255,7 +272,7 @@ async def test_thousand_transfers_with_killed_coordinators_and_shards(env) -> No
     assert {a: b for a, b in rows} == {a: v for a, v in after.items() if a in dict(rows)}
     assert all(after[a] == 0 for a in after if a not in dict(rows))
     moved = Counter()
-    for m in log_movements(settings).values():
+    for m in log_movements(rt).values():
         moved.update(m)
     assert kinds.get("transfer_out", 0) == moved["TransferDebited"]
     assert kinds.get("transfer_in", 0) == moved["TransferCredited"]
@@ -263,12 +280,12 @@ async def test_thousand_transfers_with_killed_coordinators_and_shards(env) -> No
 
 
 async def test_opposite_transfers_between_two_accounts_do_not_deadlock(env) -> None:
-    settings, made = env
-    ss = saga_settings(made)
-    composition.start_shards(settings)
-    sagas.start_coordinators(settings, ss, scorer=AmountRuleScorer(limit=RULE_LIMIT))
-    bus = composition.command_bus(settings)
-    client = sagas.saga_client(settings, ss)
+    rt, made = env
+    ss, policy = saga_settings(made)
+    start_shards(rt)
+    sagas.start_coordinators(rt, ss, SAGA, policy=policy, services=rule_scorer())
+    bus = rt.command_bus()
+    client = sagas.saga_client(rt, ss, SAGA)
     await send_ok(bus, [OpenAccount(aggregate_id=a, owner_id="o", currency="EUR") for a in ("x", "y")])
     await send_ok(bus, [Deposit(aggregate_id=a, amount=10_000) for a in ("x", "y")])
     reqs = [TransferRequest(transfer_id=f"xy-{i}", from_account=("x", "y")[i % 2], to_account=("y", "x")[i % 2],
@@ -283,20 +300,20 @@ async def test_opposite_transfers_between_two_accounts_do_not_deadlock(env) -> N
 
 
 async def test_deadline_fires_after_a_coordinator_restart(env) -> None:
-    settings, made = env
-    settings = settings.model_copy(update={"partitions": 2, "shards": 2})
-    ss = saga_settings(made, overall_timeout_ms=4_000, step_timeout_ms=1_000, max_attempts=1_000,
-                       backoff_max_ms=300)
-    composition.start_shards(settings)
-    sagas.start_coordinators(settings, ss, scorer=AmountRuleScorer(limit=RULE_LIMIT))
-    bus = composition.command_bus(settings)
-    client = sagas.saga_client(settings, ss)
+    rt, made = env
+    rt = rt.with_settings(partitions=2, shards=2)
+    ss, policy = saga_settings(made, overall_timeout_ms=4_000, step_timeout_ms=1_000, max_attempts=1_000,
+                               backoff_max_ms=300)
+    start_shards(rt)
+    sagas.start_coordinators(rt, ss, SAGA, policy=policy, services=rule_scorer())
+    bus = rt.command_bus()
+    client = sagas.saga_client(rt, ss, SAGA)
     src = next(f"s{i}" for i in range(100) if partition_for(f"s{i}", 2) == 0)
     dst = next(f"d{i}" for i in range(100) if partition_for(f"d{i}", 2) == 1)
     await send_ok(bus, [OpenAccount(aggregate_id=a, owner_id="o", currency="EUR") for a in (src, dst)])
     await send_ok(bus, [Deposit(aggregate_id=src, amount=1_000)])
     # the target's shard goes away for good: the credit cannot land
-    dst_shard = ray.get_actor(shard_name(settings.topic, 1), namespace=NAMESPACE)
+    dst_shard = ray.get_actor(shard_name(rt.topic, 1), namespace=NAMESPACE)
     ray.kill(dst_shard, no_restart=True)
     req = TransferRequest(transfer_id="late-1", from_account=src, to_account=dst, amount=300, currency="EUR")
     state = await client.request(req)
@@ -308,7 +325,7 @@ async def test_deadline_fires_after_a_coordinator_restart(env) -> None:
         await asyncio.sleep(0.05)
     assert state.status == "crediting", state
     # restart the coordinator before the deadline; the new incarnation must re-arm it
-    kill(coordinator_name(settings.topic, "TransferMoney", owner))
+    kill(coordinator_name(rt.topic, "TransferMoney", owner))
     restarted_at = int(time.time() * 1000)
     await asyncio.sleep(0.5)
     assert (await get_state(client, "late-1")).status == "crediting"
@@ -317,11 +334,11 @@ async def test_deadline_fires_after_a_coordinator_restart(env) -> None:
     timeouts = [s for s in state.steps if s.result == "timeout"]
     assert timeouts and timeouts[0].at_ms >= restarted_at and timeouts[0].at_ms >= state.deadline_ms, state.steps
     assert state.status == "voiding_credit", state.status  # the void needs the target shard too
-    composition.start_shards(settings)  # the target comes back: void, then refund
+    start_shards(rt)  # the target comes back: void, then refund
     final = await asyncio.wait_for(client.run(req, 30), 40)
     assert final.status == "compensated" and "deadline" in final.reason, final
     assert await balances(bus, [src, dst]) == {src: 1_000, dst: 0}
-    check_history(settings, ss, {"late-1"}, [final])
+    check_history(rt, ss, {"late-1"}, [final])
 
 
 # --- broker restart ---------------------------------------------------------------------------
@@ -330,12 +347,12 @@ async def test_deadline_fires_after_a_coordinator_restart(env) -> None:
 async def test_sagas_resume_and_finish_after_a_broker_restart(env) -> None:
     from eventray.platform.devstack import kafka as devkafka
 
-    settings, made = env
-    ss = saga_settings(made, max_attempts=30, backoff_max_ms=1_000, compensation_max_attempts=200)
-    composition.start_shards(settings)
-    sagas.start_coordinators(settings, ss, scorer=AmountRuleScorer(limit=RULE_LIMIT))
-    bus = composition.command_bus(settings)
-    client = sagas.saga_client(settings, ss)
+    rt, made = env
+    ss, policy = saga_settings(made, max_attempts=30, backoff_max_ms=1_000, compensation_max_attempts=200)
+    start_shards(rt)
+    sagas.start_coordinators(rt, ss, SAGA, policy=policy, services=rule_scorer())
+    bus = rt.command_bus()
+    client = sagas.saga_client(rt, ss, SAGA)
     rng = random.Random(3)
     accounts, before = await setup_accounts(bus, rng, 30, "b")
     reqs = []
@@ -349,13 +366,13 @@ async def test_sagas_resume_and_finish_after_a_broker_restart(env) -> None:
 
     async def outage() -> None:
         await asyncio.sleep(0.3)
-        await asyncio.to_thread(devkafka.stop, settings)
+        await asyncio.to_thread(devkafka.stop, rt.settings)
         try:
             await asyncio.sleep(3)
         finally:
-            await asyncio.to_thread(devkafka.start, settings)  # always back, even if the test fails
+            await asyncio.to_thread(devkafka.start, rt.settings)  # always back, even if the test fails
         for _ in range(120):
-            if await asyncio.to_thread(devkafka.ready, settings.kafka_address):
+            if await asyncio.to_thread(devkafka.ready, rt.settings.kafka_address):
                 return
             await asyncio.sleep(0.5)
 
@@ -366,8 +383,8 @@ async def test_sagas_resume_and_finish_after_a_broker_restart(env) -> None:
           [d["resyncs"] for d in await client.describe()])
     assert all(s.status in TERMINAL for s in finals)
     after = await balances(bus, accounts)
-    assert_conserved_and_once(settings, finals, before, after)
-    check_history(settings, ss, acked, finals)
+    assert_conserved_and_once(rt, finals, before, after)
+    check_history(rt, ss, acked, finals)
 
 
 # --- the fraud step through the real anomaly model on Ray Serve --------------------------------
@@ -379,18 +396,18 @@ async def test_fraud_step_scores_with_the_anomaly_model_deployment(env, tmp_path
     from eventray.platform.ml.training import train_all
     from eventray.serving.models import deploy
 
-    settings, made = env
+    rt, made = env
     app = f"eventray-ml-sagas-{uuid.uuid4().hex[:6]}"
     await asyncio.to_thread(train_all, tmp_path, names=("anomaly",))
-    settings = settings.model_copy(update={"model_dir": tmp_path, "ml_app_name": app, "ml_min_replicas": 1,
-                                           "ml_max_replicas": 1})
-    await asyncio.to_thread(deploy, settings, ("anomaly",))
+    rt = rt.with_settings(model_dir=tmp_path, ml_app_name=app, ml_min_replicas=1, ml_max_replicas=1)
+    await asyncio.to_thread(deploy, rt.settings, ("anomaly",))
     try:
-        ss = saga_settings(made, scorer="anomaly", fraud_threshold=0.0)
-        composition.start_shards(settings)
-        sagas.start_coordinators(settings, ss)  # the scorer is built in the actor from the settings
-        bus = composition.command_bus(settings)
-        client = sagas.saga_client(settings, ss)
+        ss, policy = saga_settings(made, scorer="anomaly", fraud_threshold=0.0)
+        start_shards(rt)
+        # no services given: the app's factory builds the scorer in the actor from the settings and policy
+        sagas.start_coordinators(rt, ss, SAGA, policy=policy)
+        bus = rt.command_bus()
+        client = sagas.saga_client(rt, ss, SAGA)
         accounts = [f"m-{i}" for i in range(10)]
         await send_ok(bus, [OpenAccount(aggregate_id=a, owner_id="o", currency="EUR") for a in accounts])
         await send_ok(bus, [Deposit(aggregate_id=a, amount=10**11) for a in accounts])
@@ -403,7 +420,7 @@ async def test_fraud_step_scores_with_the_anomaly_model_deployment(env, tmp_path
         finals = await asyncio.gather(*(run_transfer(client, r, acked, budget_s=90) for r in reqs))
         assert all(s.score is not None for s in finals), [s for s in finals if s.score is None][:2]
         for s in finals:  # the threshold decides, whatever the score
-            if s.score > ss.fraud_threshold:
+            if s.score > policy.fraud_threshold:
                 assert s.status == "compensated" and s.reason.startswith("fraud check"), s
             else:
                 assert s.status == "completed", s
@@ -411,7 +428,7 @@ async def test_fraud_step_scores_with_the_anomaly_model_deployment(env, tmp_path
         assert huge.status == "compensated", huge  # 900M in one movement is an outlier
         print("anomaly scores:", sorted(round(s.score, 3) for s in finals))
         before = {a: 10**11 for a in accounts}
-        assert_conserved_and_once(settings, finals, before, await balances(bus, accounts))
+        assert_conserved_and_once(rt, finals, before, await balances(bus, accounts))
     finally:
         serve.delete(app)
 
@@ -420,13 +437,13 @@ async def test_fraud_step_scores_with_the_anomaly_model_deployment(env, tmp_path
 
 
 async def test_coordinators_scale_4_2_1_4_over_four_partitions_while_transfers_run(env) -> None:
-    settings, made = env
-    ss4 = saga_settings(made, partitions=4, coordinators=4)
-    composition.start_shards(settings)
+    rt, made = env
+    ss4, policy4 = saga_settings(made, partitions=4, coordinators=4)
+    start_shards(rt)
     scorer = AmountRuleScorer(limit=RULE_LIMIT)
-    sagas.start_coordinators(settings, ss4, scorer=scorer)
-    bus = composition.command_bus(settings)
-    client = sagas.saga_client(settings, ss4)  # one client throughout: it follows the owners
+    sagas.start_coordinators(rt, ss4, SAGA, policy=policy4, services=rule_scorer(scorer))
+    bus = rt.command_bus()
+    client = sagas.saga_client(rt, ss4, SAGA)  # one client throughout: it follows the owners
     rng = random.Random(3)
     accounts, before = await setup_accounts(bus, rng, 30, "s")
     requests = [TransferRequest(transfer_id=f"sc-{i}", from_account=a, to_account=b, amount=rng.randint(1, 300),
@@ -438,9 +455,9 @@ async def test_coordinators_scale_4_2_1_4_over_four_partitions_while_transfers_r
 
     def claims() -> dict[int, list[int]]:
         out = {}
-        for index, name in sagas.coordinator_names(settings).items():
+        for index, name in sagas.coordinator_group(rt.topic, SAGA).live().items():
             try:
-                out[index] = ray.get(ray.get_actor(name, namespace=NAMESPACE).owned.remote(), timeout=2)
+                out[index] = ray.get(ray.get_actor(name, namespace=NAMESPACE).owned.remote(), timeout=2)["partitions"]
             except Exception:  # noqa: BLE001 - starting or being removed
                 continue
         return out
@@ -460,11 +477,17 @@ async def test_coordinators_scale_4_2_1_4_over_four_partitions_while_transfers_r
     async def rescale() -> list[list[str]]:
         steps = []
         for n, owners in ((2, {0: [0, 2], 1: [1, 3]}), (1, {0: [0, 1, 2, 3]}), (4, {i: [i] for i in range(4)})):
-            await asyncio.sleep(1.5)
+            # each step starts once another wave has ended (a wave takes 1-3 s on this machine), so
+            # that transfers have run between the steps whatever the machine's speed
+            before, deadline = (progress[-1] if progress else 0), time.monotonic() + 120
+            while len(finished) <= before and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.3)
             progress.append(len(finished))
             changes: list[str] = []
-            step = saga_settings(made, partitions=4, coordinators=n)
-            await asyncio.to_thread(sagas.start_coordinators, settings, step, scorer=scorer, changes=changes)
+            step, step_policy = saga_settings(made, partitions=4, coordinators=n)
+            await asyncio.to_thread(sagas.start_coordinators, rt, step, SAGA, policy=step_policy,
+                                    services=rule_scorer(scorer), changes=changes)
             assert await asyncio.to_thread(claims) == owners, changes
             steps.append(changes)
         rescaled.set()
@@ -489,11 +512,12 @@ async def test_coordinators_scale_4_2_1_4_over_four_partitions_while_transfers_r
     assert not doubles, doubles[:3]
     assert all(s.status in TERMINAL for s in finals)
     after = await balances(bus, accounts)
-    assert_conserved_and_once(settings, finals, before, after)
-    check_history(settings, ss4, acked, finals)
+    assert_conserved_and_once(rt, finals, before, after)
+    check_history(rt, ss4, acked, finals)
     # a coordinator asked about a partition it does not own refuses, typed, and does nothing
     from eventray.platform.errors import PartitionMoved
 
     with pytest.raises(ray.exceptions.RayTaskError) as refused:
-        ray.get(ray.get_actor(sagas.coordinator_names(settings)[0], namespace=NAMESPACE).get.remote(1, "sc-0"))
+        ray.get(ray.get_actor(sagas.coordinator_group(rt.topic, SAGA).live()[0], namespace=NAMESPACE)
+                .get.remote(1, "sc-0"))
     assert isinstance(refused.value.cause, PartitionMoved), refused.value

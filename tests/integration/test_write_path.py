@@ -12,28 +12,32 @@ import ray
 
 from eventray.aggregates import ACCOUNT
 from eventray.aggregates.account import Deposit, OpenAccount, Withdraw
-from eventray.platform import composition
+from eventray.platform.composition import Runtime
+from eventray.platform.runtime.actors import NAMESPACE
 from eventray.platform.runtime.outcome import Outcome
-from eventray.platform.runtime.shard_actor import NAMESPACE, AggregateShard, shard_name
+from eventray.platform.runtime.shard_actor import AggregateShard
+from eventray.platform.runtime.shards import (
+    RayShardTransport, shard_assignment, shard_name, start_shards, stop_shards,
+)
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture()
-def settings(stack_settings):
-    s = stack_settings.model_copy(update={
+def rt(stack_settings):
+    rt = Runtime.load(stack_settings.model_copy(update={
         "topic": f"it-write-{uuid.uuid4().hex[:8]}", "partitions": 4, "shards": 2,
         "snapshot_interval_s": 0.5,
-    })
-    composition.connect_ray(s)
-    yield s
-    composition.stop_shards(s)
+    }))
+    rt.connect_ray()
+    yield rt
+    stop_shards(rt)
 
 
-def read_log(settings) -> list:
+def read_log(rt) -> list:
     records = []
-    for p in range(settings.partitions):
-        records.extend(composition.read_decoded(settings, p, 0))
+    for p in range(rt.settings.partitions):
+        records.extend(rt.read_decoded(p, 0))
     return records
 
 
@@ -47,9 +51,9 @@ async def send_until_done(bus, command, *, attempts: int = 200) -> Outcome:
     raise AssertionError(f"{command.command_id} still retryable after {attempts} attempts: {out}")
 
 
-def assert_log_matches(settings, acked: dict[str, Outcome]) -> dict[str, object]:
+def assert_log_matches(rt, acked: dict[str, Outcome]) -> dict[str, object]:
     """Every acknowledged command's events are in the log exactly once; versions are gapless."""
-    records = read_log(settings)
+    records = read_log(rt)
     per_command = Counter(r.envelope.command_id for r in records)
     for cid, out in acked.items():
         if out.ok and not out.duplicate:
@@ -64,9 +68,9 @@ def assert_log_matches(settings, acked: dict[str, Outcome]) -> dict[str, object]
     return folded
 
 
-async def test_killed_shard_loses_nothing_and_retries_apply_once(settings) -> None:
-    handles = composition.start_shards(settings)
-    bus = composition.command_bus(settings)
+async def test_killed_shard_loses_nothing_and_retries_apply_once(rt) -> None:
+    handles = start_shards(rt)
+    bus = rt.command_bus()
     accounts = [f"acc-{i}" for i in range(200)]
     opened = await asyncio.gather(*(send_until_done(bus, OpenAccount(aggregate_id=a, owner_id="u", currency="EUR"))
                                      for a in accounts))
@@ -89,7 +93,7 @@ async def test_killed_shard_loses_nothing_and_retries_apply_once(settings) -> No
     # every command again, same ids: nothing applies twice
     again = await asyncio.gather(*(send_until_done(bus, c) for c in commands))
     assert all(o.duplicate for o in again)
-    folded = assert_log_matches(settings, acked)
+    folded = assert_log_matches(rt, acked)
 
     expected = Counter()
     for c in commands:
@@ -102,14 +106,14 @@ async def test_killed_shard_loses_nothing_and_retries_apply_once(settings) -> No
         assert found == (state, 1 + sum(1 for c in commands if c.aggregate_id == agg))
 
 
-async def test_second_incarnation_fences_the_first(settings) -> None:
-    [first, _] = composition.start_shards(settings)
-    bus = composition.command_bus(settings)
-    wire = composition.wire_codec()
-    parts = composition.assignment(settings)[0]
+async def test_second_incarnation_fences_the_first(rt) -> None:
+    [first, _] = start_shards(rt)
+    bus = rt.command_bus()
+    wire = rt.wire
+    parts = shard_assignment(rt)[0]
     acc = next(f"f-{i}" for i in range(1000) if bus.partition_of(f"f-{i}") == parts[0])
     assert (await bus.send(OpenAccount(aggregate_id=acc, owner_id="u", currency="EUR"))).ok
-    second = AggregateShard.options(name=f"fencer-{settings.topic}", namespace=NAMESPACE).remote(settings, parts)
+    second = AggregateShard.options(name=f"fencer-{rt.topic}", namespace=NAMESPACE).remote(rt.settings, parts)
     ray.get(second.ready.remote())
     payload = wire.encode_commands([Deposit(aggregate_id=acc, amount=1)])
     [from_first] = wire.decode_outcomes(ray.get(first.submit.remote(parts[0], payload)))
@@ -118,26 +122,26 @@ async def test_second_incarnation_fences_the_first(settings) -> None:
     [from_second] = wire.decode_outcomes(ray.get(second.submit.remote(parts[0], payload)))
     assert from_second.ok and from_second.version == 2
     ray.kill(second, no_restart=True)
-    assert_log_matches(settings, {})
+    assert_log_matches(rt, {})
 
 
-async def test_snapshot_recovery_equals_full_replay(settings) -> None:
-    composition.start_shards(settings)
-    bus = composition.command_bus(settings)
+async def test_snapshot_recovery_equals_full_replay(rt) -> None:
+    start_shards(rt)
+    bus = rt.command_bus()
     accounts = [f"s-{i}" for i in range(300)]
     await bus.send_many([OpenAccount(aggregate_id=a, owner_id="u", currency="EUR") for a in accounts])
     await bus.send_many([Deposit(aggregate_id=a, amount=7) for a in accounts])
-    for h in [ray.get_actor(shard_name(settings.topic, i), namespace=NAMESPACE) for i in range(2)]:
+    for h in [ray.get_actor(shard_name(rt.topic, i), namespace=NAMESPACE) for i in range(2)]:
         ray.get(h.flush_snapshots.remote())
     await bus.send_many([Withdraw(aggregate_id=a, amount=2) for a in accounts[:100]])
-    composition.stop_shards(settings)  # flushes a final snapshot too; both recoveries below read the same log
+    stop_shards(rt)  # flushes a final snapshot too; both recoveries below read the same log
 
     from eventray.platform.snapshots.store import SnapshotStore
 
-    for p in range(settings.partitions):
-        with_snaps = composition.build_shard_service(settings, [p])
+    for p in range(rt.settings.partitions):
+        with_snaps = rt.build_shard_service([p])
         await with_snaps.start()
-        full = composition.build_shard_service(settings, [p])
+        full = rt.build_shard_service([p])
         full._snapshots = _NoSnapshots()
         await full.start()
         ids = [a for a in accounts if bus.partition_of(a) == p]
@@ -147,7 +151,7 @@ async def test_snapshot_recovery_equals_full_replay(settings) -> None:
         assert with_snaps.describe()["partitions"][p]["aggregates"] == len(ids)
         await with_snaps.stop()
         await full.stop()
-    assert isinstance(composition.build_snapshot_store(settings), SnapshotStore)
+    assert isinstance(with_snaps._snapshots, SnapshotStore)  # the runtime built the PostgreSQL store
 
 
 class _NoSnapshots:
@@ -161,9 +165,9 @@ class _NoSnapshots:
         pass
 
 
-async def test_expected_version_conflict_is_typed(settings) -> None:
-    composition.start_shards(settings)
-    bus = composition.command_bus(settings)
+async def test_expected_version_conflict_is_typed(rt) -> None:
+    start_shards(rt)
+    bus = rt.command_bus()
     assert (await bus.send(OpenAccount(aggregate_id="c1", owner_id="u", currency="EUR"))).ok
     out = await bus.send(Deposit(aggregate_id="c1", amount=5, expected_version=7))
     assert out.error_code == "CONFLICT" and not out.retryable
@@ -174,15 +178,14 @@ async def test_expected_version_conflict_is_typed(settings) -> None:
         out.raise_for_error()
 
 
-async def test_flooding_a_shard_gives_retryable_overload_not_unbounded_memory(settings) -> None:
-    flood = settings.model_copy(update={"shard_queue_max": 200, "shard_batch_max": 100,
-                                        "bus_waiting_max": 1_000})
-    handles = composition.start_shards(flood)
-    bus = composition.command_bus(flood)
-    wire = composition.wire_codec()
+async def test_flooding_a_shard_gives_retryable_overload_not_unbounded_memory(rt) -> None:
+    flood = rt.with_settings(shard_queue_max=200, shard_batch_max=100, bus_waiting_max=1_000)
+    handles = start_shards(flood)
+    bus = flood.command_bus()
+    wire = flood.wire
     assert (await bus.send(OpenAccount(aggregate_id="hot", owner_id="u", currency="EUR"))).ok
     p = bus.partition_of("hot")
-    handle = handles[next(i for i, parts in enumerate(composition.assignment(flood)) if p in parts)]
+    handle = handles[next(i for i, parts in enumerate(shard_assignment(flood)) if p in parts)]
 
     # many routers at once (as many Serve replicas would be): the shard's own queue is the bound
     payloads = [wire.encode_commands([Deposit(aggregate_id="hot", amount=1) for _ in range(100)])
@@ -198,6 +201,6 @@ async def test_flooding_a_shard_gives_retryable_overload_not_unbounded_memory(se
     assert via_bus["OVERLOADED"] > 0 and via_bus[None] > 0, via_bus
     assert all(o.retryable for o in outs if o.error_code == "OVERLOADED")
 
-    state = await composition.RayShardTransport(flood).read(p, "hot")
+    state = await RayShardTransport(flood).read(p, "hot")
     assert state[1] == 1 + direct[None] + via_bus[None]  # exactly the acknowledged deposits applied
     assert ray.get(handle.describe.remote())["partitions"][p]["queued"] == 0

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_committed_sdl_matches_eventray_schema():
-    printed = subprocess.run([sys.executable, "-m", "eventray.platform.cli", "schema"], check=True,
+    printed = subprocess.run([sys.executable, "-m", "eventray.platform.cli", "schema", "--app", "eventray.serving.bank.app:app"], check=True,
                              capture_output=True, text=True, cwd=ROOT).stdout
-    assert printed == (ROOT / "serving/graphql/schema.graphql").read_text(), (
-        "serving/graphql/schema.graphql is stale: run `eventray schema > serving/graphql/schema.graphql`")
+    assert printed == (ROOT / "serving/bank/schema.graphql").read_text(), (
+        "serving/bank/schema.graphql is stale: run `eventray schema > serving/bank/schema.graphql`")

@@ -12,19 +12,28 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-FOLDERS = {"platform": "eventray.platform", "aggregates": "eventray.aggregates",
+FOLDERS = {"platform/_public": "eventray", "platform": "eventray.platform", "aggregates": "eventray.aggregates",
            "sagas": "eventray.sagas", "projections": "eventray.projections",
            "serving": "eventray.serving"}
+
+
+def _sources() -> list[tuple[Path, str]]:
+    """``(file, package of its folder)`` of every source file; platform/_public is ``eventray`` itself."""
+    out = []
+    for folder, package in FOLDERS.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if folder == "platform" and "_public" in path.relative_to(ROOT / folder).parts:
+                continue
+            out.append((path.relative_to(ROOT / folder), package))
+    return out
 
 
 def _modules() -> list[str]:
     """Every importable module of the distribution, from the source tree."""
     names = []
-    for folder, package in FOLDERS.items():
-        for path in sorted((ROOT / folder).rglob("*.py")):
-            rel = path.relative_to(ROOT / folder).with_suffix("")
-            parts = [p for p in rel.parts if p != "__init__"]
-            names.append(".".join([package, *parts]))
+    for rel, package in _sources():
+        parts = [p for p in rel.with_suffix("").parts if p != "__init__"]
+        names.append(".".join([package, *parts]))
     return names
 
 
@@ -50,11 +59,7 @@ def test_setuptools_package_list_covers_every_folder() -> None:
     import tomllib
 
     declared = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
-    needed = set()
-    for folder, package in FOLDERS.items():
-        for path in (ROOT / folder).rglob("*.py"):
-            rel = path.parent.relative_to(ROOT / folder)
-            needed.add(".".join([package, *rel.parts]))
+    needed = {".".join([package, *rel.parent.parts]) for rel, package in _sources()}
     missing = sorted(needed - declared)
     assert not missing, f"add these to [tool.setuptools] packages in pyproject.toml: {missing}"
 

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from eventray.aggregates.account import AccountOpened, MoneyDeposited, MoneyWithdrawn, TransferDebited
-from eventray.platform import composition
+from eventray.platform.composition import Runtime
+
 from eventray.platform.ml.datasets import simulate_movements
 from eventray.platform.ml.features import MovementFeatures
 from eventray.platform.projections import BatchWrites, Projection, Table, handles
@@ -24,9 +25,11 @@ from eventray.platform.projections.runner import PartitionRunner
 from eventray.projections import Alerts
 from eventray.serving.models.alerts import Alert
 
+BANK = Runtime.load()
+
 
 def records(*items: tuple[str, int, object], start: int = 0, ts: float = 1_700_000_000_000) -> list:
-    codec = composition.event_codec()
+    codec = BANK.codec
     return [(start + i, agg.encode(), codec.encode(ev, aggregate_type="Account", aggregate_id=agg, version=v,
                                                  timestamp=ts + 1000 * (start + i)))
             for i, (agg, v, ev) in enumerate(items)]
@@ -87,7 +90,7 @@ class FakeStore:
 
 
 def runner_for(projection: Projection, store: FakeStore) -> PartitionRunner:
-    runner = PartitionRunner(projection=projection, store=store, decode_many=composition.event_codec().decode_many,
+    runner = PartitionRunner(projection=projection, store=store, decode_many=BANK.codec.decode_many,
                              open_reader=lambda p: None, name=projection.name, version=1, schema="s", partition=0)
     runner.next_offset = store.offset
     return runner

@@ -6,22 +6,25 @@ import pytest
 
 from eventray.aggregates.account import AccountFrozen, AccountOpened, MoneyDeposited, MoneyWithdrawn
 from eventray.aggregates.user import ProfileUpdated, UserRegistered
-from eventray.platform import composition
+from eventray.platform.composition import Runtime
+
 from eventray.platform.errors import ConfigurationError
 from eventray.platform.projections import BatchWrites, Projection, Table
 from eventray.platform.projections.runner import PartitionRunner
 from eventray.projections import AccountActivity, AccountBalances, UserDirectory
 
+BANK = Runtime.load()
+
 
 def records(*items: tuple[str, str, int, object]) -> list[tuple[int, bytes, bytes]]:
-    codec = composition.event_codec()
+    codec = BANK.codec
     return [(i, agg.encode(), codec.encode(ev, aggregate_type=t, aggregate_id=agg, version=v, timestamp=1_700_000_000_000))
             for i, (t, agg, v, ev) in enumerate(items)]
 
 
 def apply(projection: Projection, recs) -> BatchWrites:
     out = BatchWrites(projection.tables)
-    for item in composition.event_codec().decode_many(recs, partition=0):
+    for item in BANK.codec.decode_many(recs, partition=0):
         handler = projection.handlers.get(type(item.event))
         if handler:
             handler(item, out)
@@ -104,7 +107,7 @@ def test_poison_records_are_dead_lettered_then_skipped_or_stopped_at(mode: str) 
                      for i in range(5)])
     recs.insert(3, (99, b"k", b"\xc1not msgpack"))
     store = FakeStore()
-    runner = PartitionRunner(projection=Exploding(mode), store=store, decode_many=composition.event_codec().decode_many,
+    runner = PartitionRunner(projection=Exploding(mode), store=store, decode_many=BANK.codec.decode_many,
                              open_reader=lambda p: None, name="exploding", version=1, schema="s", partition=0)
     assert runner.process(recs) is (mode == "skip")
     [batch] = store.batches

@@ -1,18 +1,21 @@
-"""The saga fields of the served schema (serving/graphql/schema.graphql) bind to their resolvers,
+"""The saga fields of the bank's schema (serving/bank/schema.graphql) bind to their resolvers,
 and they answer through the saga client (a recording fake: no cluster here)."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import pytest
 from graphql import graphql, parse, subscribe
 
 from eventray.serving.api.principal import Principal
+from eventray.platform.composition import Runtime
 from eventray.serving.api.schema import executable_schema
 from eventray.sagas.transfer_money import TransferMoney, TransferPolicy, TransferRequest
 
 
 def _schema():
-    return executable_schema()
+    return executable_schema(Runtime.load())
 
 
 class FakeSagas:
@@ -36,7 +39,7 @@ class FakeSagas:
                 message="no", retryable=False), 2_000).state
         return state
 
-    async def by_account(self, account):
+    async def by_key(self, account):
         return [s for s in self.states.values() if account in (s.from_account, s.to_account)]
 
     async def stuck(self, older_than_ms):
@@ -46,11 +49,14 @@ class FakeSagas:
 class Services:
     def __init__(self) -> None:
         self.saga_client = FakeSagas()
-        self.owners = None
+
+    def saga(self, name):
+        assert name == "TransferMoney"
+        return self.saga_client
 
 
 def ctx(role: str = "admin"):
-    return {"services": Services(), "principal": Principal(subject="u1", role=role), "request_id": "r1"}
+    return {"services": Services(), "app": SimpleNamespace(owners=None), "principal": Principal(subject="u1", role=role), "request_id": "r1"}
 
 
 async def test_request_then_read_a_transfer_and_list_stuck_ones() -> None:

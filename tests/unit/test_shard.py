@@ -8,18 +8,21 @@ import pytest
 
 from eventray.aggregates import AGGREGATES
 from eventray.aggregates.account import Deposit, OpenAccount, Withdraw
-from eventray.platform.composition import event_codec, wire_codec
+from eventray.platform.composition import Runtime
+
 from eventray.platform.eventlog.admin import partition_for
 from eventray.platform.runtime.bus import CommandBus, ShardTransport
 from eventray.platform.runtime.shard import ShardConfig, ShardService
 
 from memlog import MemoryLog, MemorySnapshots
 
+BANK = Runtime.load()
+
 TOPIC = "t"
 
 
 def make_service(log: MemoryLog, snaps: MemorySnapshots, partitions=(0,), **config) -> ShardService:
-    codec = event_codec()
+    codec = BANK.codec
     return ShardService(
         partitions=list(partitions),
         aggregates=AGGREGATES,
@@ -164,11 +167,11 @@ class DirectTransport(ShardTransport):
         found = self.services[partition].read(partition, aggregate_id)
         if found is None:
             return None
-        return wire_codec().encode_state(found[0]), found[1], type(found[0]).__name__
+        return BANK.wire.encode_state(found[0]), found[1], type(found[0]).__name__
 
     async def submit(self, partition, payload):
         self.calls += 1
-        wire = wire_codec()
+        wire = BANK.wire
         outs = await self.services[partition].submit(partition, wire.decode_commands(payload))
         return wire.encode_outcomes(outs)
 
@@ -177,7 +180,7 @@ async def test_bus_routes_by_kafka_partitioner_and_batches() -> None:
     log, snaps = MemoryLog(), MemorySnapshots()
     svc = make_service(log, snaps, partitions=(0, 1, 2, 3))
     transport = DirectTransport({p: svc for p in range(4)})
-    wire = wire_codec()
+    wire = BANK.wire
     bus = CommandBus(partitions=4, partition_for=partition_for, transport=transport,
                      encode_commands=wire.encode_commands, decode_outcomes=wire.decode_outcomes,
                      decode_state=wire.decode_state)
@@ -209,7 +212,7 @@ class StuckTransport(ShardTransport):
 
 
 async def test_a_stuck_shard_call_times_out_retryably() -> None:
-    wire = wire_codec()
+    wire = BANK.wire
     bus = CommandBus(partitions=1, partition_for=partition_for, transport=StuckTransport(),
                      encode_commands=wire.encode_commands, decode_outcomes=wire.decode_outcomes,
                      call_timeout_s=0.05)

@@ -36,7 +36,9 @@ def recorder(monkeypatch) -> Recorder:
 
 
 def test_state_gauges_are_set_again_while_the_shard_is_idle(recorder: Recorder) -> None:
-    observer = metrics.ShardMetrics("t", trace=False, refresh_s=0.05)
+    observer = metrics.ShardMetrics("t", trace=False)
+    exporter = metrics.Exporter(interval_s=0.05)  # the actor's one metrics thread
+    exporter.add(observer.export)
     observer.recovered(3, seconds=1.25, aggregates=40, checkpoint=100)
     observer.answered(3, [], [], [], aggregates=41, next_offset=130)
     before = {k: len(v) for k, v in recorder.sets.items()}
@@ -50,7 +52,7 @@ def test_state_gauges_are_set_again_while_the_shard_is_idle(recorder: Recorder) 
 
 
 def test_snapshot_lag_falls_when_a_snapshot_is_saved(recorder: Recorder) -> None:
-    observer = metrics.ShardMetrics("t", trace=False, refresh_s=60)
+    observer = metrics.ShardMetrics("t", trace=False)
     observer.recovered(0, seconds=0.1, aggregates=1, checkpoint=0)
     observer.answered(0, [], [], [], aggregates=5, next_offset=50)
     assert recorder.sets[("snapshot_lag", "0")][-1] == 50

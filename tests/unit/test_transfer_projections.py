@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from eventray.aggregates.account import TransferCredited, TransferDebited, TransferRefunded
-from eventray.platform import composition
+from eventray.platform.composition import Runtime
+
 from eventray.platform.projections import BatchWrites
 from eventray.projections import AccountActivity, AccountBalances
 
+BANK = Runtime.load()
+
 
 def _apply(projection, items):
-    codec = composition.event_codec()
+    codec = BANK.codec
     recs = [(i, agg.encode(), codec.encode(ev, aggregate_type="Account", aggregate_id=agg, version=v,
                                            timestamp=1_700_000_000_000))
             for i, (agg, v, ev) in enumerate(items)]

@@ -1,8 +1,12 @@
-"""The fraud step's scorer: an injectable interface and its implementations.
+"""The bank's fraud step: the scorer interface, its implementations, and the TransferMoney wiring.
 
 A scorer takes a batch of movements and returns one score each; the saga refuses a movement
-scoring above ``SagaSettings.fraud_threshold``. The coordinator sends every movement waiting
+scoring above ``TransferPolicy.fraud_threshold``. The coordinator sends every movement waiting
 for a score in one call per transaction, never one call per transfer.
+
+:func:`transfer_policy` reads the saga's policy from ``EVENTRAY_SAGA_*`` variables
+(:class:`TransferSettings`); :func:`fraud_services` builds the ``fraud`` service the policy's
+``scorer`` names. The app declares both (``eventray.Saga(TransferMoney, policy=..., services=...)``).
 
 * :class:`AnomalyModelScorer` - the anomaly model of the ML application (IsolationForest over
   :class:`~eventray.platform.ml.features.MovementFeatures`), through
@@ -14,11 +18,49 @@ for a score in one call per transaction, never one call per transfer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
-from eventray.platform.errors import ServiceUnavailable
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["AmountRuleScorer", "AnomalyModelScorer", "FraudScorer"]
+from eventray.platform.errors import ConfigurationError, ServiceUnavailable
+from eventray.sagas.transfer_money import TransferPolicy
+
+__all__ = ["AmountRuleScorer", "AnomalyModelScorer", "FraudScorer", "TransferSettings", "fraud_services",
+           "transfer_policy"]
+
+
+class TransferSettings(BaseSettings):
+    """TransferMoney's policy, from ``EVENTRAY_SAGA_<FIELD>`` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="EVENTRAY_SAGA_", extra="ignore", frozen=True)
+
+    fraud_threshold: float = Field(default=0.15, description="anomaly score above which a transfer is refused")
+    scorer: str = Field(default="anomaly", description="'anomaly' (the ML deployment) or 'rule' (amount limit)")
+    rule_limit: int = Field(default=10**9, ge=1, description="the rule scorer's amount (minor units) scoring 1.0")
+    step_timeout_ms: int = Field(default=5_000, ge=1)
+    overall_timeout_ms: int = Field(default=60_000, ge=1)
+    max_attempts: int = Field(default=8, ge=1)
+    compensation_max_attempts: int = Field(default=40, ge=1)
+    backoff_base_ms: int = Field(default=50, ge=0)
+    backoff_max_ms: int = Field(default=2_000, ge=0)
+
+
+def transfer_policy() -> TransferPolicy:
+    """TransferMoney's policy from the environment (:class:`TransferSettings`)."""
+    return TransferPolicy(**TransferSettings().model_dump())
+
+
+def fraud_services(settings: Any, policy: TransferPolicy) -> dict[str, Callable[..., Any]]:
+    """``{"fraud": scorer.score}`` for the scorer ``policy.scorer`` names."""
+    if policy.scorer == "rule":
+        return {"fraud": AmountRuleScorer(limit=policy.rule_limit).score}
+    if policy.scorer == "anomaly":
+        from eventray.serving.models.client import MLClient
+
+        return {"fraud": AnomalyModelScorer(client=MLClient.connect(settings, models=("anomaly",))).score}
+    raise ConfigurationError(f"EVENTRAY_SAGA_SCORER must be 'anomaly' or 'rule', got {policy.scorer!r}")
 
 
 class FraudScorer(Protocol):

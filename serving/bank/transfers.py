@@ -1,10 +1,8 @@
-"""Resolvers of the saga fields of ``serving/graphql/schema.graphql``: short delegations to the
-saga coordinators.
+"""The bank's transfer fields (``requestTransfer``, ``transfer``, ``transfers``, ``stuckSagas``,
+``transferStatus``): short delegations to the TransferMoney saga's client.
 
-The bindables (:data:`BINDABLES`) go to ``make_executable_schema`` next to the core ones
-(:mod:`eventray.serving.api.schema`). The saga client comes from the replica's services
-(``services.saga_client``), built once per replica by :meth:`ApiServices.start
-<eventray.serving.api.services.ApiServices.start>` from the app's saga settings.
+The client comes from the replica's services (``services.saga("TransferMoney")``), built once per
+replica by :meth:`ApiServices.start <eventray.serving.api.services.ApiServices.start>`.
 """
 
 from __future__ import annotations
@@ -18,9 +16,10 @@ from ariadne import MutationType, ObjectType, QueryType, SubscriptionType
 from graphql import GraphQLResolveInfo
 
 from eventray.platform.domain import new_id
-from eventray.platform.errors import InvalidCommand, NotFound, ServiceUnavailable
-from eventray.serving.api import policy
-from eventray.serving.api.commands import serialize_money
+from eventray.platform.errors import InvalidCommand, NotFound
+from eventray.serving.api.policy import require_admin
+from eventray.serving.bank import policy
+from eventray.serving.bank.money import serialize_money
 
 __all__ = ["BINDABLES", "transfer_view"]
 
@@ -33,11 +32,11 @@ BINDABLES = (saga_query, saga_mutation, saga_subscription, transfer_type)
 _POLL_S = 0.1
 
 
+SAGA = "TransferMoney"
+
+
 def _client(services: Any) -> Any:
-    client = getattr(services, "saga_client", None)
-    if client is None:
-        raise ServiceUnavailable("this app has no saga client; build its services with ApiServices.start")
-    return client
+    return services.saga(SAGA)
 
 
 def transfer_view(state: Any, now_ms: int | None = None) -> dict[str, Any]:
@@ -58,7 +57,7 @@ async def _visible(info: GraphQLResolveInfo, state: Any) -> bool:
     principal = info.context["principal"]
     if principal.role != "customer":
         return True
-    owners = info.context["services"].owners
+    owners = info.context["app"].owners
     for account in (state.from_account, state.to_account):
         try:
             await policy.require_account(principal, account, owners)
@@ -73,7 +72,7 @@ async def resolve_request_transfer(_: Any, info: GraphQLResolveInfo, input: dict
     from eventray.sagas.transfer_money import TransferRequest
 
     services, principal = info.context["services"], info.context["principal"]
-    await policy.require_account(principal, input["fromAccountId"], services.owners)
+    await policy.require_account(principal, input["fromAccountId"], info.context["app"].owners)
     amount = input["amount"]
     if type(amount) is not int or amount <= 0:
         raise InvalidCommand("amount must be a positive number of minor units", field="amount")
@@ -95,16 +94,16 @@ async def resolve_transfer(_: Any, info: GraphQLResolveInfo, id: str) -> dict[st
 @saga_query.field("transfers")
 async def resolve_transfers(_: Any, info: GraphQLResolveInfo, accountId: str, first: int = 20) -> list[dict[str, Any]]:
     services = info.context["services"]
-    await policy.require_account(info.context["principal"], accountId, services.owners)
+    await policy.require_account(info.context["principal"], accountId, info.context["app"].owners)
     if not 1 <= first <= 500:
         raise InvalidCommand("first must be between 1 and 500", field="first")
-    states = await _client(services).by_account(accountId)
+    states = await _client(services).by_key(accountId)
     return [transfer_view(s) for s in states[:first]]
 
 
 @saga_query.field("stuckSagas")
 async def resolve_stuck_sagas(_: Any, info: GraphQLResolveInfo, olderThanSeconds: int = 60) -> list[dict[str, Any]]:
-    policy.require_admin(info.context["principal"], "list stuck sagas")
+    require_admin(info.context["principal"], "list stuck sagas")
     states = await _client(info.context["services"]).stuck(max(0, olderThanSeconds) * 1000)
     return [transfer_view(s) for s in sorted(states, key=lambda s: s.requested_at_ms)]
 
