@@ -56,8 +56,8 @@ def _serve(args: argparse.Namespace) -> int:
         report = deploy(rt, None, serving=serving, sagas=not args.no_sagas, strict=False,
                         progress=lambda what: st.update(f"starting {rt.app.name}: {what}"))
     for change in report.changes:
-        console.print(f"  [green]changed[/] {change}")
-    console.print(f"GraphQL and GraphiQL: [bold]{report.graphql_url}[/]")
+        console.print(f"  [green]changed[/] {change}", soft_wrap=True)
+    console.print(f"GraphQL and GraphiQL: [bold]{report.graphql_url}[/]", soft_wrap=True)
     return 0
 
 

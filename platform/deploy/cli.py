@@ -46,16 +46,16 @@ def _deploy(args: argparse.Namespace) -> int:
     app_dir = rt.job_env().get("py_modules", [None])[0]
     console.print(f"deploying {wheel.name} (sha256 {package.sha256[:12]}) with the app {settings.app}"
                   + (f" (its package {app_dir} ships beside it)" if app_dir else "")
-                  + f" to {settings.ray_address or 'auto'}")
+                  + f" to {settings.ray_address or 'auto'}", soft_wrap=True)
     with console.status("deploying") as st:
         report = deploy(rt, package, serving=None if args.no_serve else ServingSettings(),
                         sagas=not args.no_sagas, progress=lambda what: st.update(f"deploying: {what}"))
-    for change in report.changes:
-        console.print(f"  [green]changed[/] {change}")
+    for change in report.changes:  # soft_wrap: one line per change, for people and for scripts alike
+        console.print(f"  [green]changed[/] {change}", soft_wrap=True)
     if not report.changes:
         console.print("  nothing changed: the cluster already runs this deployment")
     if report.graphql_url:
-        console.print(f"GraphQL: [bold]{report.graphql_url}[/]")
+        console.print(f"GraphQL: [bold]{report.graphql_url}[/]", soft_wrap=True)
     return 0
 
 

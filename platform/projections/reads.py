@@ -85,8 +85,10 @@ async def read_current(
         try:
             async with pool.connection() as conn:
                 return await query(conn, schema)
-        except (pge.UndefinedTable, pge.InvalidSchemaName) as e:
-            # the version we read was switched away from and dropped meanwhile: read the
+        except (pge.UndefinedTable, pge.InvalidSchemaName, pge.DeadlockDetected) as e:
+            # the version we read was switched away from and dropped meanwhile (or is being
+            # dropped: DROP SCHEMA takes the view and its table in the other order than a reader
+            # of the view, and PostgreSQL breaks the deadlock by failing the reader): read the
             # pointer again and run the query on the new current version
             if attempt == _ATTEMPTS - 1:
                 raise translate(e, doing=f"reading projection {name!r}") from e
