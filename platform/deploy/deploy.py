@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from eventray.platform.deploy.package import Package, package_digest
-from eventray.platform.errors import ConfigurationError
+from eventray.platform.errors import ConfigurationError, EventrayError
 from eventray.platform.settings import Settings
 
 log = logging.getLogger("eventray.deploy")
@@ -149,12 +149,13 @@ def _place_coordinators(rt: Any, *, replace: bool, strict: bool) -> list[str]:
             # a saga whose services are not there (say its model) fails in its coordinators' ready();
             # remove them rather than leave them restarting
             sagas.stop_coordinators(rt, name)
+            cause = getattr(exc, "cause", None) or exc  # a Ray task error carries the actor's exception
+            why = cause.message if isinstance(cause, EventrayError) else f"{type(cause).__name__}: {cause}"
             if not strict:
-                changes.append(f"skipped saga {name}: its coordinators did not start ({type(exc).__name__}: "
-                               f"{str(exc)[:200]})")
+                changes.append(f"skipped saga {name}: its coordinators did not start: {why}")
                 continue
             raise ConfigurationError(
-                f"the coordinators of saga {name!r} did not start: {exc}. A saga that asks a model needs the "
+                f"the coordinators of saga {name!r} did not start: {why}. A saga that asks a model needs the "
                 f"model deployments (Serve application {rt.settings.ml_app_name!r}; the bank's TransferMoney runs "
                 "without them with EVENTRAY_SAGA_SCORER=rule); or leave the sagas out with --no-sagas") from exc
     return changes

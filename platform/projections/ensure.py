@@ -51,7 +51,8 @@ def ensure_projections(rt: Any, *, names: Collection[str] | None = None, on_buil
                 wanted.remove(name)
                 if changes is not None:
                     changes.append(f"skipped projection {name}: it needs the model deployment(s) "
-                                   f"{', '.join(missing)} (eventray models train, then deploy the models)")
+                                   f"{', '.join(missing)}: train the models (eventray models train) and deploy their Serve "
+                                   "application (eventray.serving.models.deploy)")
     migrate(rt.settings.dsn)
     store = ProjectionStore(rt.settings.dsn)
     try:

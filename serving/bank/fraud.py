@@ -59,7 +59,15 @@ def fraud_services(settings: Any, policy: TransferPolicy) -> dict[str, Callable[
     if policy.scorer == "anomaly":
         from eventray.serving.models.client import MLClient
 
-        return {"fraud": AnomalyModelScorer(client=MLClient.connect(settings, models=("anomaly",))).score}
+        try:
+            client = MLClient.connect(settings, models=("anomaly",))
+        except Exception as e:  # no Serve, or no model deployment: say which setting changes it
+            raise ConfigurationError(
+                f"TransferMoney scores transfers with the 'anomaly' model, but it is not served "
+                f"({type(e).__name__}: {e}); train the models (eventray models train) and "
+                "deploy their Serve application (eventray.serving.models.deploy), or set EVENTRAY_SAGA_SCORER=rule "
+                "(an amount limit)") from e
+        return {"fraud": AnomalyModelScorer(client=client).score}
     raise ConfigurationError(f"EVENTRAY_SAGA_SCORER must be 'anomaly' or 'rule', got {policy.scorer!r}")
 
 
