@@ -110,7 +110,14 @@ async def test_losing_the_shard_node_loses_nothing(rt, cluster) -> None:
           f"{sum(load.deposited.values())} deposits")
 
     survivors = {w.node_id for w in workers if w is not doomed}
-    now = {**where(f"shard:{rt.topic}:"), **where(f"projection:{rt.topic}:")}
+    # the shards serve again above; a runner may still be restarting (its process starting on a
+    # loaded machine), so give the moved actors a bounded while to be alive again
+    deadline = time.monotonic() + 60
+    while True:
+        now = {**where(f"shard:{rt.topic}:"), **where(f"projection:{rt.topic}:")}
+        if all(now.get(name) in survivors for name in moved) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
     for name in moved:
         assert now.get(name) in survivors, f"{name} did not come back on a surviving worker"
     folded = assert_log_exact(rt, load)
