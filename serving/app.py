@@ -46,7 +46,7 @@ log = logging.getLogger("eventray.serving")
 
 def build_app(rt: Any, serving: ServingSettings, *, behind_serve_proxy: bool = False,
               models: Mapping[str, Any] | None = None, app_name: str | None = None,
-              saga_settings: SagaSettings | None = None) -> Any:
+              saga_settings: SagaSettings | None = None, ml_app: str | None = None) -> Any:
     """The ingress ASGI app of the app of ``rt`` (its runtime: settings, domain) with ``serving``
     (API options).
 
@@ -54,6 +54,8 @@ def build_app(rt: Any, serving: ServingSettings, *, behind_serve_proxy: bool = F
     to the model deployments bound into the ingress (``bind_models``), for the ML fields and
     ``/metrics``; ``app_name``: the Serve application whose replica counts ``/metrics`` shows;
     ``saga_settings``: the saga coordinators the saga clients reach (default: ``EVENTRAY_SAGA_*``).
+    ``ml_app``: with no ``models`` bound, the running ML application (``eventray models deploy``)
+    whose deployments the ML fields and ``/metrics`` use.
     """
     settings = rt.settings
     schema = executable_schema(rt)  # a bad extension fails here, before the replica serves
@@ -61,7 +63,8 @@ def build_app(rt: Any, serving: ServingSettings, *, behind_serve_proxy: bool = F
     verifier = TokenVerifier(serving)
     metrics = Metrics()
     state: dict[str, ApiServices] = {}
-    ml = _ml_client(settings, models)
+    ml = _ml_client(settings, models, ml_app)
+    model_app = (ml_app if not models and ml_app else None) or app_name or serving.app_name
 
     def context(request: Any, _data: Any) -> dict[str, Any]:
         services = state["services"]
@@ -127,7 +130,7 @@ def build_app(rt: Any, serving: ServingSettings, *, behind_serve_proxy: bool = F
         if ml is not None:
             from eventray.serving.models import metrics as model_metrics
 
-            text += await model_metrics.collect(ml, app_name or serving.app_name)
+            text += await model_metrics.collect(ml, model_app)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     app: Any = Starlette(
@@ -151,11 +154,13 @@ def build_app(rt: Any, serving: ServingSettings, *, behind_serve_proxy: bool = F
     return app
 
 
-def _ml_client(settings: Any, models: Mapping[str, Any] | None) -> Any:
-    """The :class:`~eventray.serving.models.MLClient` over the bound model handles, or None."""
-    if not models:
-        return None
+def _ml_client(settings: Any, models: Mapping[str, Any] | None, ml_app: str | None = None) -> Any:
+    """The :class:`~eventray.serving.models.MLClient` over the bound model handles, else over
+    the deployments of the ML application ``ml_app``, else None."""
     from eventray.platform.ml.registry import Registry
     from eventray.serving.models import MLClient
+
+    if not models:
+        return MLClient.connect(settings, app_name=ml_app) if ml_app else None
 
     return MLClient(handles=dict(models), registry=Registry(settings.models_dir))

@@ -41,7 +41,7 @@ class GraphQLIngress:
     """Thin shell: holds the settings and the model handles, builds the app."""
 
     def __init__(self, settings: Settings, serving: ServingSettings, *, saga_settings: SagaSettings | None = None,
-                 **models: Any) -> None:
+                 ml_app: str | None = None, **models: Any) -> None:
         from eventray.platform.observability import logs
 
         logs.configure(json_lines=settings.log_json)
@@ -49,13 +49,14 @@ class GraphQLIngress:
         self._serving = serving
         self._models = models
         self._saga_settings = saga_settings
+        self._ml_app = ml_app
 
     def __serve_build_asgi_app__(self):  # noqa: ANN204 - Serve's hook
         from eventray.platform.composition import Runtime
         from eventray.serving.app import build_app
 
         return build_app(Runtime.load(self._settings), self._serving, behind_serve_proxy=True, models=self._models,
-                         app_name=self._serving.app_name, saga_settings=self._saga_settings)
+                         app_name=self._serving.app_name, saga_settings=self._saga_settings, ml_app=self._ml_app)
 
 
 def run(rt: Any, serving: ServingSettings, *, wait_s: float = 120.0, models: bool | None = None,
@@ -65,8 +66,10 @@ def run(rt: Any, serving: ServingSettings, *, wait_s: float = 120.0, models: boo
 
     Serve's HTTP proxy listens on ``serving.http_host:http_port``. Waits until ``/healthz``
     answers through the proxy. ``models``: compose the model deployments into the app
-    (``bind_models``) for the ML fields; default: when the app uses models and ``settings.models_dir``
-    has trained ones. The schema is built here first, so an extension that does not merge fails
+    (``bind_models``) for the ML fields; default: when the app uses models, use the ML
+    application ``settings.ml_app_name`` when it runs (``eventray models deploy``: one set of
+    replicas for the API, the sagas and the projections), else bind them when
+    ``settings.models_dir`` has trained ones. The schema is built here first, so an extension that does not merge fails
     before anything is deployed.
     ``saga_settings``: the saga coordinators the transfer fields reach (default: the
     ``EVENTRAY_SAGA_*`` of this process).
@@ -80,6 +83,12 @@ def run(rt: Any, serving: ServingSettings, *, wait_s: float = 120.0, models: boo
     executable_schema(rt)
     rt.connect_ray()
     serve.start(http_options={"host": serving.http_host, "port": serving.http_port})
+    ml_app, bound = None, models if rt.app.models else False
+    if bound is None:
+        from eventray.serving.models.deployment import running_models
+
+        if running_models(settings):
+            ml_app, bound = settings.ml_app_name, False
     scaling = serving.autoscaling
     actor_options: dict[str, Any] = {"num_cpus": 0}
     if "runtime_env" in (options := rt.actor_options()):
@@ -88,8 +97,8 @@ def run(rt: Any, serving: ServingSettings, *, wait_s: float = 120.0, models: boo
         **({"autoscaling_config": scaling} if scaling else {"num_replicas": serving.replicas}),
         max_ongoing_requests=serving.max_ongoing_requests,
         ray_actor_options=actor_options,
-    ).bind(settings, serving, saga_settings=saga_settings or SagaSettings(),
-           **_model_apps(settings, models if rt.app.models else False))
+    ).bind(settings, serving, saga_settings=saga_settings or SagaSettings(), ml_app=ml_app,
+           **_model_apps(settings, bound))
     serve.run(app, name=serving.app_name, route_prefix=serving.route_prefix, blocking=False)
     base = f"http://{serving.http_host}:{serving.http_port}{serving.route_prefix.rstrip('/')}"
     deadline = time.monotonic() + wait_s

@@ -156,8 +156,9 @@ def _place_coordinators(rt: Any, *, replace: bool, strict: bool) -> list[str]:
                 continue
             raise ConfigurationError(
                 f"the coordinators of saga {name!r} did not start: {why}. A saga that asks a model needs the "
-                f"model deployments (Serve application {rt.settings.ml_app_name!r}; the bank's TransferMoney runs "
-                "without them with EVENTRAY_SAGA_SCORER=rule); or leave the sagas out with --no-sagas") from exc
+                f"model deployments (Serve application {rt.settings.ml_app_name!r}: `eventray models train`, then "
+                "`eventray models deploy`; the bank's TransferMoney runs without them with EVENTRAY_SAGA_SCORER=rule); "
+                "or leave the sagas out with --no-sagas") from exc
     return changes
 
 

@@ -52,7 +52,7 @@ def ensure_projections(rt: Any, *, names: Collection[str] | None = None, on_buil
                 if changes is not None:
                     changes.append(f"skipped projection {name}: it needs the model deployment(s) "
                                    f"{', '.join(missing)}: train the models (eventray models train) and deploy their Serve "
-                                   "application (eventray.serving.models.deploy)")
+                                   "application (eventray models deploy), then deploy again")
     migrate(rt.settings.dsn)
     store = ProjectionStore(rt.settings.dsn)
     try:

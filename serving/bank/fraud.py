@@ -27,7 +27,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from eventray.platform.errors import ConfigurationError, ServiceUnavailable
 from eventray.sagas.transfer_money import TransferPolicy
 
-__all__ = ["AmountRuleScorer", "AnomalyModelScorer", "FraudScorer", "TransferSettings", "fraud_services",
+__all__ = ["SCORER_BOUNDARY", "AmountRuleScorer", "AnomalyModelScorer", "FraudScorer", "TransferSettings", "fraud_services",
            "transfer_policy"]
 
 
@@ -36,7 +36,9 @@ class TransferSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="EVENTRAY_SAGA_", extra="ignore", frozen=True)
 
-    fraud_threshold: float = Field(default=0.15, description="anomaly score above which a transfer is refused")
+    fraud_threshold: float | None = Field(
+        default=None, description="score above which a transfer is refused; unset: the scorer's own boundary "
+        "(anomaly: 0.0, where the IsolationForest calls a movement an outlier; rule: 1.0, rule_limit itself)")
     scorer: str = Field(default="anomaly", description="'anomaly' (the ML deployment) or 'rule' (amount limit)")
     rule_limit: int = Field(default=10**9, ge=1, description="the rule scorer's amount (minor units) scoring 1.0")
     step_timeout_ms: int = Field(default=5_000, ge=1)
@@ -47,9 +49,17 @@ class TransferSettings(BaseSettings):
     backoff_max_ms: int = Field(default=2_000, ge=0)
 
 
-def transfer_policy() -> TransferPolicy:
-    """TransferMoney's policy from the environment (:class:`TransferSettings`)."""
-    return TransferPolicy(**TransferSettings().model_dump())
+#: the score at which each scorer itself calls a movement strange
+SCORER_BOUNDARY = {"anomaly": 0.0, "rule": 1.0}
+
+
+def transfer_policy(**overrides: Any) -> TransferPolicy:
+    """TransferMoney's policy from the environment (:class:`TransferSettings`), with ``overrides``;
+    an unset ``fraud_threshold`` is the scorer's boundary (:data:`SCORER_BOUNDARY`)."""
+    fields = {**TransferSettings().model_dump(), **overrides}
+    if fields["fraud_threshold"] is None:
+        fields["fraud_threshold"] = SCORER_BOUNDARY.get(fields["scorer"], 0.0)
+    return TransferPolicy(**fields)
 
 
 def fraud_services(settings: Any, policy: TransferPolicy) -> dict[str, Callable[..., Any]]:
@@ -65,7 +75,7 @@ def fraud_services(settings: Any, policy: TransferPolicy) -> dict[str, Callable[
             raise ConfigurationError(
                 f"TransferMoney scores transfers with the 'anomaly' model, but it is not served "
                 f"({type(e).__name__}: {e}); train the models (eventray models train) and "
-                "deploy their Serve application (eventray.serving.models.deploy), or set EVENTRAY_SAGA_SCORER=rule "
+                "deploy their Serve application (eventray models deploy), or set EVENTRAY_SAGA_SCORER=rule "
                 "(an amount limit)") from e
         return {"fraud": AnomalyModelScorer(client=client).score}
     raise ConfigurationError(f"EVENTRAY_SAGA_SCORER must be 'anomaly' or 'rule', got {policy.scorer!r}")

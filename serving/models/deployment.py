@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ray import serve
 
-from eventray.platform.errors import ConfigurationError
+from eventray.platform.errors import ConfigurationError, ServiceUnavailable
 from eventray.platform.ml.families import Family, Limits, load_family
 from eventray.platform.ml.registry import Registry
 from eventray.platform.settings import Settings
@@ -156,11 +158,73 @@ def build_app(settings: Settings, models: tuple[str, ...] | None = None) -> Any:
     return index.bind(str(settings.models_dir), **bind_models(settings, models))
 
 
-def deploy(settings: Settings, models: tuple[str, ...] | None = None, *, name: str | None = None) -> str:
+def deploy(settings: Settings, models: tuple[str, ...] | None = None, *, name: str | None = None,
+           timeout_s: float | None = None) -> str:
     """Run the standalone ML application on the connected Ray cluster; returns its app name.
 
     It has no HTTP route (callers use handles), so it coexists with the GraphQL application.
+    ``timeout_s``: give up after that long with a :class:`ServiceUnavailable` that quotes Serve's
+    own account of the deployments that are not up (say, replicas waiting for CPUs); without
+    it, wait as long as Serve takes.
     """
     app_name = name or settings.ml_app_name
-    serve.run(build_app(settings, models), name=app_name, route_prefix=None)
+    target = build_app(settings, models)
+    if timeout_s is None:
+        serve.run(target, name=app_name, route_prefix=None)
+        return app_name
+    wait_for(lambda: serve.run(target, name=app_name, route_prefix=None), app_name, timeout_s)
     return app_name
+
+
+def wait_for(step: Callable[[], Any], app_name: str, timeout_s: float) -> Any:
+    """Run ``step`` (a Serve deploy of ``app_name`` that blocks until it runs) for at most ``timeout_s``.
+
+    On a timeout the step is left to finish on its own (Serve keeps the desired state) and a
+    :class:`ServiceUnavailable` says what Serve reports about the app's deployments.
+    """
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome["value"] = step()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            outcome["error"] = e
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=f"deploy-{app_name}", daemon=True).start()
+    if not done.wait(timeout_s):
+        raise ServiceUnavailable(f"the Serve application {app_name!r} is not running after {timeout_s:.0f}s: "
+                                 f"{not_running_reason(app_name)}")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+def not_running_reason(app_name: str) -> str:
+    """Serve's own messages about the deployments of ``app_name`` that are not healthy, in one line."""
+    try:
+        app = serve.status().applications.get(app_name)
+    except Exception as e:  # noqa: BLE001 - the controller itself is unreachable: say so
+        return f"Serve's status is unavailable ({type(e).__name__}: {e})"
+    if app is None:
+        return "Serve does not know the application (yet)"
+    parts = [f"{name}: {d.status} {d.message}".strip() for name, d in app.deployments.items()
+             if str(d.status) not in ("HEALTHY", "DeploymentStatus.HEALTHY")]
+    return "; ".join(parts) or f"{app.status} {app.message}".strip()
+
+
+def running_models(settings: Settings, name: str | None = None) -> list[str]:
+    """The models whose deployments run healthy in the ML application (``name``, default
+    ``settings.ml_app_name``); empty when it is not deployed or not running."""
+    try:
+        app = serve.status().applications.get(name or settings.ml_app_name)
+    except Exception:  # noqa: BLE001 - Serve not started: nothing runs
+        log.debug("no Serve status: no model application runs")
+        return []
+    if app is None or str(app.status) not in ("RUNNING", "ApplicationStatus.RUNNING"):
+        return []
+    prefix = deployment_name("")
+    return sorted(d.removeprefix(prefix) for d, status in app.deployments.items()
+                  if d.startswith(prefix) and str(status.status) in ("HEALTHY", "DeploymentStatus.HEALTHY"))

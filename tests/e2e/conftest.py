@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 
 from _gql import RATE_BURST, Client, token
@@ -67,7 +66,7 @@ def api(stack_runtime: Runtime, rsa_key: dict[str, Any]) -> Iterator[dict[str, A
     ensure_projections(rt, names=["user_directory", "account_balances", "account_activity"])
     saga_settings = SagaSettings()
     # the policy EVENTRAY_SAGA_* gives, with the amount-rule scorer at its rule_limit
-    policy = msgspec.structs.replace(transfer_policy(), scorer="rule")
+    policy = transfer_policy(scorer="rule")
     ours = not _coordinators_running(rt)
     sagas.start_coordinators(rt, saga_settings, "TransferMoney", policy=policy,
                              services={"fraud": AmountRuleScorer(limit=policy.rule_limit).score})
