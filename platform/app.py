@@ -30,6 +30,7 @@ from typing import Any
 from eventray.platform.domain import AggregateType, Command, Event, event_tag
 from eventray.platform.errors import AppInvalid, AppNotFound, DuplicateEventType, NotAnApp, UnknownCommandType
 from eventray.platform.projections.definition import Projection
+from eventray.platform.projections.event_index import event_index as make_event_index
 from eventray.platform.sagas.definition import SagaDefinition
 
 __all__ = ["App", "GraphQLExtension", "Saga", "load_app"]
@@ -120,6 +121,10 @@ class App:
         chaos: ``"module:attr"`` of the workload ``eventray chaos monkey`` drives against the app,
             with the domain's invariants it checks afterwards (see :mod:`eventray.platform.chaos.monkey`).
         upcasters: ``{(event tag, from schema version): fn}`` for the event codec.
+        event_index: add the event index (:mod:`eventray.platform.projections.event_index`),
+            a projection named ``<name>_event_index`` with one row per event by aggregate and by
+            correlation id, after the declared projections; the console's Events screen reads it.
+            ``False``: leave it out (it writes every event to PostgreSQL once more).
 
     Raises:
         AppInvalid: and its subclasses, naming what to change.
@@ -137,6 +142,7 @@ class App:
         topic: str | None = None,
         chaos: str | None = None,
         upcasters: Mapping[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] | None = None,
+        event_index: bool = True,
     ) -> None:
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise AppInvalid(f"App name must be a lower-case identifier (letters, digits, - and _), got {name!r}")
@@ -157,6 +163,8 @@ class App:
         emitted = set(self.event_types)
         for p in projections:
             self._add_projection(p, emitted)
+        if event_index:
+            self._add_projection(make_event_index(self), emitted)
         for s in sagas:
             self._add_saga(s if isinstance(s, Saga) else Saga(s), emitted)
         if isinstance(graphql, GraphQLExtension):

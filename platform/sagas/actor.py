@@ -140,6 +140,18 @@ class SagaCoordinator:
         """``[(saga id, started at ms, state)]`` of the sagas needing attention or older than ``older_than_ms``."""
         return msgspec.msgpack.encode([e for svc in await self._all() for e in svc.stuck(older_than_ms)])
 
+    async def list_entries(self, status: str | None, limit: int) -> list[tuple[str, int, str, bool, bool]]:
+        """``(saga id, started at ms, status, needs attention, terminal)``, every owned partition
+        (at most ``limit`` each; see ``InstanceQueries.list_entries``)."""
+        return [e for svc in await self._all() for e in svc.list_entries(status, limit)]
+
+    async def history(self, partition: int, saga_id: str, limit: int) -> list[dict[str, Any]]:
+        """The saga's newest ``limit`` committed transitions, oldest first."""
+        return await (await self._svc(partition)).history(saga_id, limit)  # type: ignore[no-any-return]
+
+    async def pending_deadlines(self, partition: int, saga_id: str) -> list[tuple[str, int]]:
+        return (await self._svc(partition)).pending_deadlines(saga_id)  # type: ignore[no-any-return]
+
     async def all_states(self) -> bytes:
         return msgspec.msgpack.encode([i.state for svc in await self._all() for i in svc.instances.values()])
 
@@ -374,9 +386,31 @@ class SagaClient:
         """The states of :meth:`stuck_entries`."""
         return [state for _, _, state in await self.stuck_entries(older_than_ms)]
 
+    async def list_entries(self, status: str | None = None, limit: int = 100) -> list[tuple[str, int, str, bool, bool]]:
+        """``(saga id, started at ms, status, needs attention, terminal)`` of at most ``limit``
+        sagas (of ``status`` when given): needing attention first, then live ones oldest first,
+        then ended ones newest first."""
+        from eventray.platform.sagas.queries import list_order
+
+        entries = [tuple(e) for part in await self._each("list_entries", status, limit) for e in part]
+        return sorted(entries, key=list_order)[:max(0, limit)]  # type: ignore[arg-type]
+
+    async def history(self, saga_id: str, limit: int = 200) -> list[dict[str, Any]]:
+        """The saga's newest ``limit`` committed transitions (``seq``, ``at_ms``, ``status``,
+        ``why``, ``trigger``), oldest first, from its saga-topic partition."""
+        return await self._on(self.owner(saga_id), "history", saga_id, limit)  # type: ignore[no-any-return]
+
+    async def pending_deadlines(self, saga_id: str) -> list[tuple[str, int]]:
+        """``(deadline name, at ms)`` armed for the saga on its coordinator, soonest first."""
+        return [tuple(d) for d in await self._on(self.owner(saga_id), "pending_deadlines", saga_id)]  # type: ignore[misc]
+
     def status(self, state: Any) -> str:
         """The definition's status of ``state``."""
         return self._definition.status(state)
+
+    def needs_attention(self, state: Any) -> bool:
+        """Whether the definition says a person must look at ``state``."""
+        return bool(self._definition.needs_attention(state))
 
     async def all_states(self) -> list[Any]:
         parts = await self._each("all_states")

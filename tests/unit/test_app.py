@@ -134,7 +134,7 @@ def test_other_declaration_mistakes_say_what_to_change() -> None:
     with pytest.raises(AppInvalid, match="two aggregates named 'A'"):
         eventray.App("one", aggregates=[_agg("A"), _agg("A")])
     with pytest.raises(AppInvalid, match="no projection named 'nope'; known: none"):
-        eventray.App("one", aggregates=[_agg("A")]).projection("nope")
+        eventray.App("one", aggregates=[_agg("A")], event_index=False).projection("nope")
 
 
 def test_an_sdl_extension_that_does_not_merge_is_a_typed_error() -> None:
