@@ -11,8 +11,18 @@ APT_MAVEN := maven
 APT_POSTGRES := postgresql
 APT_VENV := python3-venv
 APT_IPROUTE := iproute2
+# the console's browser tests (selenium drives Debian's chromium: nothing is downloaded) and the
+# npm client that fetches the console's scripts at build time
+APT_CHROMIUM := chromium chromium-driver
+APT_NPM := npm
+# the console's scripts, copied from the npm registry into the package at build time (no CDN at
+# run time, no JS build step); the stamp names the versions, so changing one fetches again
+HTMX_VERSION := 2.0.11
+UPLOT_VERSION := 1.6.32
+VENDOR := serving/console/static/vendor
+VENDOR_STAMP := $(VENDOR)/.stamp-htmx-$(HTMX_VERSION)-uplot-$(UPLOT_VERSION)
 
-.PHONY: deps venv demo test unit integration up down status clean typecheck chaos cluster-e2e
+.PHONY: deps venv console-assets demo test unit integration up down status clean typecheck chaos cluster-e2e
 
 deps:
 	@missing=""; \
@@ -22,6 +32,8 @@ deps:
 	  || missing="$$missing $(APT_POSTGRES)"; \
 	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || test -x $(PY) || missing="$$missing $(APT_VENV)"; \
 	command -v tc >/dev/null && command -v ip >/dev/null || missing="$$missing $(APT_IPROUTE)"; \
+	test -x /usr/bin/chromium && test -x /usr/bin/chromedriver || missing="$$missing $(APT_CHROMIUM)"; \
+	command -v npm >/dev/null || missing="$$missing $(APT_NPM)"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "installing:$$missing"; \
@@ -30,7 +42,25 @@ deps:
 	  echo "missing system packages:$$missing -- install them with: sudo apt-get install -y$$missing" >&2; exit 1; \
 	fi
 
-$(STAMP): pyproject.toml | deps
+$(VENDOR_STAMP): | deps
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	  echo "fetching the console's scripts: htmx.org $(HTMX_VERSION), uplot $(UPLOT_VERSION)" && \
+	  (cd "$$tmp" && npm pack --silent htmx.org@$(HTMX_VERSION) uplot@$(UPLOT_VERSION) >/dev/null) && \
+	  mkdir -p "$$tmp/htmx" "$$tmp/uplot" && \
+	  tar -xzf "$$tmp/htmx.org-$(HTMX_VERSION).tgz" -C "$$tmp/htmx" package/dist/htmx.min.js package/LICENSE && \
+	  tar -xzf "$$tmp/uplot-$(UPLOT_VERSION).tgz" -C "$$tmp/uplot" \
+	    package/dist/uPlot.iife.min.js package/dist/uPlot.min.css package/LICENSE && \
+	  rm -rf $(VENDOR) && mkdir -p $(VENDOR) && \
+	  cp "$$tmp/htmx/package/dist/htmx.min.js" $(VENDOR)/htmx.min.js && \
+	  cp "$$tmp/htmx/package/LICENSE" $(VENDOR)/htmx.LICENSE && \
+	  cp "$$tmp/uplot/package/dist/uPlot.iife.min.js" "$$tmp/uplot/package/dist/uPlot.min.css" $(VENDOR)/ && \
+	  cp "$$tmp/uplot/package/LICENSE" $(VENDOR)/uPlot.LICENSE && \
+	  printf 'htmx.org %s\nuplot %s\n' $(HTMX_VERSION) $(UPLOT_VERSION) > $(VENDOR)/VERSIONS && \
+	  touch $@
+
+console-assets: $(VENDOR_STAMP)
+
+$(STAMP): pyproject.toml $(VENDOR_STAMP) | deps
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
@@ -82,4 +112,4 @@ typecheck: $(STAMP)
 	cd build/typecheck && ../../$(PY) -m mypy -p eventray.platform -p eventray.aggregates
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) build dist *.egg-info $(VENDOR)

@@ -2,8 +2,9 @@
 
 Routes: ``POST``/``GET /graphql`` (queries; mutations over POST), the GraphiQL explorer on a
 browser's ``GET /graphql``, graphql-transport-ws subscriptions on ``/graphql``, ``/healthz``
-and ``/metrics``. The same app runs inside the Ray Serve deployment and, for the benchmark
-baseline, under plain uvicorn.
+and ``/metrics``, and the web console below ``/console`` (:mod:`eventray.serving.console`).
+The same app runs inside the Ray Serve deployment and, for the benchmark baseline, under
+plain uvicorn.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from eventray.serving.api.limits import query_limits
 from eventray.serving.api.principal import ANONYMOUS, InvalidToken, TokenVerifier
 from eventray.serving.api.schema import executable_schema
 from eventray.serving.api.services import ApiServices
+from eventray.serving.console.routes import mount_console
 from eventray.serving.metrics import Metrics
 from eventray.serving.middleware._asgi import PRINCIPAL, REQUEST_ID
 from eventray.serving.middleware.auth import AuthMiddleware, bearer
@@ -55,7 +57,7 @@ def build_app(rt: Any, serving: ServingSettings, *, behind_serve_proxy: bool = F
     ``/metrics``; ``app_name``: the Serve application whose replica counts ``/metrics`` shows;
     ``saga_settings``: the saga coordinators the saga clients reach (default: ``EVENTRAY_SAGA_*``).
     ``ml_app``: with no ``models`` bound, the running ML application (``eventray models deploy``)
-    whose deployments the ML fields and ``/metrics`` use.
+    whose deployments the ML fields, ``/metrics`` and the console's Models screen use.
     """
     settings = rt.settings
     schema = executable_schema(rt)  # a bad extension fails here, before the replica serves
@@ -65,6 +67,8 @@ def build_app(rt: Any, serving: ServingSettings, *, behind_serve_proxy: bool = F
     state: dict[str, ApiServices] = {}
     ml = _ml_client(settings, models, ml_app)
     model_app = (ml_app if not models and ml_app else None) or app_name or serving.app_name
+    console = mount_console(rt, serving, verifier=verifier, services=lambda: state.get("services"), metrics=metrics,
+                            ml=ml, app_name=app_name or serving.app_name, model_app=model_app)
 
     def context(request: Any, _data: Any) -> dict[str, Any]:
         services = state["services"]
@@ -116,6 +120,7 @@ def build_app(rt: Any, serving: ServingSettings, *, behind_serve_proxy: bool = F
         try:
             yield
         finally:
+            await console.close()
             await state["services"].close()
 
     async def healthz(_request: Request) -> JSONResponse:
@@ -139,16 +144,17 @@ def build_app(rt: Any, serving: ServingSettings, *, behind_serve_proxy: bool = F
             WebSocketRoute("/graphql", graphql),
             Route("/healthz", healthz),
             Route("/metrics", render_metrics),
+            *console.routes,
         ],
         lifespan=lifespan,
     )
     # innermost first; requests pass them in the reverse order
     app = RateLimitMiddleware(app, rate=serving.rate_limit_per_s, burst=serving.rate_limit_burst)
-    app = AuthMiddleware(app, verifier=verifier, allow_anonymous=serving.anonymous_allowed)
+    app = AuthMiddleware(app, verifier=verifier, allow_anonymous=serving.anonymous_allowed, sessions=console.gate)
     app = OperationMetrics(app)
-    app = GZipMiddleware(app, minimum_size=serving.gzip_min_size)
+    app = GZipMiddleware(app, minimum_size=serving.gzip_min_size, exclude_paths=console.unbuffered)
     app = CORSMiddleware(app, origins=serving.cors_origins)
-    app = SecurityHeadersMiddleware(app, hsts=serving.profile == "production")
+    app = SecurityHeadersMiddleware(app, hsts=serving.profile == "production", path_csp=console.csp)
     app = RequestIdMiddleware(app, echo=not behind_serve_proxy)
     app = MetricsMiddleware(app, metrics=metrics)
     return app

@@ -420,9 +420,14 @@ async def start_replay(services: Any, name: str, *, subject: str) -> str:
         for old in [k for k, r in _replays.items() if not (r.thread and r.thread.is_alive())][:-50]:
             _replays.pop(old, None)  # keep the last 50 finished ones
 
+        def progress(p: dict[str, Any]) -> None:
+            # "live" is the job's to set, with the new version in the same update: a poll
+            # between the two would stop at "live" without ever learning which version it is
+            job.progress.update({**p, "phase": "switching"} if p.get("phase") == "live" else p)
+
         def run() -> None:
             try:
-                report = replay(rt, name, on_progress=lambda p: job.progress.update(p))
+                report = replay(rt, name, on_progress=progress)
             except Exception as e:  # noqa: BLE001 - reported through replay_progress and the audit log
                 job.progress.update(phase="failed", error=f"{type(e).__name__}: {e}")
                 audit.warning("replay %s of projection %s requested by %s failed: %s: %s", rid, name, subject,
