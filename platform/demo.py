@@ -1,11 +1,13 @@
 """``eventray demo``: the main job, end to end on the local stack.
 
-Brings the stack up (each piece skipped when it already runs), starts the shards, makes sure
-the read models exist, deploys the GraphQL app on Ray Serve, then runs the scripted scenario
-of :mod:`eventray.serving.demo` over HTTP: users and accounts, concurrent deposits and
-withdrawals, one rule violation, one duplicate ``commandId``, a projection rebuilt with
-``eventray replay`` while it is being queried. It ends with a summary (commands/s, p50/p99,
-projection lag) and the GraphiQL URL, and leaves everything running until ``eventray dev down``.
+Brings the stack up (each piece skipped when it already runs), trains the app's models on
+first use and deploys them, deploys everything the app declares (shards, every projection,
+the saga coordinators, the GraphQL app with the console), then runs the scripted scenario of
+:mod:`eventray.serving.demo` over HTTP: concurrent customers with a shard killed under them
+and the count of what was lost, a live subscription, transfers (completed, compensated,
+flagged by the fraud model), one query per model family, a projection rebuilt with
+``eventray replay`` while it is being queried. It ends with a summary, the GraphiQL and
+console URLs, and leaves everything running until ``eventray dev down``.
 ``--smoke`` only checks Kafka and PostgreSQL.
 """
 
@@ -25,7 +27,7 @@ from eventray.platform.settings import DEFAULT_APP, Settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = subparsers.add_parser("demo", help="dev up, deploy the GraphQL app, run the scripted scenario")
+    p = subparsers.add_parser("demo", help="dev up, deploy everything the app declares, run the scripted scenario")
     p.add_argument("--smoke", action="store_true", help="only a smoke check of Kafka and PostgreSQL")
     p.add_argument("--clients", type=int, default=16, help="concurrent GraphQL clients")
     p.add_argument("--commands", type=int, default=100, help="commands per client")
@@ -63,29 +65,78 @@ def _scenario(args: argparse.Namespace, rt: Any, console: Console) -> int:
         raise ConfigurationError(f"the demo's scenario is the bundled bank's; for {rt.app.import_path} run "
                                  "`eventray serve --app ...` and send it commands through GraphQL")
     serving = ServingSettings()
-    with console.status("starting the app: shards, read models, saga coordinators, GraphQL") as st:
-        report = deploy(rt, None, serving=serving, strict=False, progress=lambda what: st.update(f"starting: {what}"))
+    t0 = time.perf_counter()
+    _models(rt, serving, console)
+    with console.status("starting the app: shards, projections, saga coordinators, GraphQL") as st:
+        report = deploy(rt, None, serving=serving, strict=True, progress=lambda what: st.update(f"starting: {what}"))
     for change in report.changes:
-        console.print(f"  [green]changed[/] {change}")
+        console.print(f"  [green]changed[/] {change}", highlight=False)
     url = report.graphql_url
     assert url is not None
-    console.print(f"[green]serving[/]   {url}")
-    figures = asyncio.run(demo.run_scenario(url, serving, console, clients=args.clients,
-                                            commands_per_client=args.commands))
-    demo.replay_while_querying(url, serving, figures.sample_account, args.projection, console, figures)
-    table = Table(title="eventray demo summary", show_header=False)
+    console.print(f"[green]serving[/]   {url}  (everything the app declares is up after "
+                  f"{time.perf_counter() - t0:.1f}s)", highlight=False)
+    figures = asyncio.run(demo.run_scenario(url, serving, console, kill_shard=lambda: kill_a_shard(rt),
+                                            clients=args.clients, commands_per_client=args.commands))
+    if figures.sample_account:
+        demo.replay_while_querying(url, serving, figures.sample_account, args.projection, console, figures)
+    table = Table(title="eventray demo summary (this run)", show_header=False)
+    for part in figures.parts:
+        table.add_row(f"{'ok' if part.ok else 'FAILED'}  {part.name}", part.summary)
     table.add_row("commands/s (concurrent phase)", f"{figures.commands_per_s:,.0f}")
     table.add_row("latency p50 / p99", f"{figures.percentile(0.5):.1f} ms / {figures.percentile(0.99):.1f} ms")
-    table.add_row("failed requests", str(figures.failures))
-    table.add_row(f"replay {args.projection}", f"{figures.replay_seconds:.1f}s, {figures.replay_queries} queries, "
-                                              f"{figures.replay_errors} failed")
+    table.add_row("failed requests", str(figures.failures + figures.replay_errors))
     for row in projection_status(rt):
         if row.get("current"):
             table.add_row(f"projection lag: {row['name']} v{row['version']}", f"{row.get('lag', '?')} events")
+    base = url.rsplit("/", 1)[0]
     table.add_row("GraphiQL", f"{url}  (token: eventray token <user> --role admin)")
+    table.add_row("console", f"{base}/console  (log in with a token: eventray token ops --role admin)")
     console.print(table)
+    console.print(f"the console: [bold]{base}/console[/]; log in by pasting the token that "
+                  "[bold]eventray token ops --role admin[/] prints", highlight=False)
     console.print("the stack and the app stay up; [bold]eventray dev down[/] stops them")
-    return 0 if figures.failures == 0 and figures.replay_errors == 0 else 1
+    if not figures.ok:
+        failed = [p.name for p in figures.parts if not p.ok]
+        console.print(f"[bold red]the demo failed[/]: {', '.join(failed) or 'failed requests'}", highlight=False)
+    return 0 if figures.ok else 1
+
+
+def _models(rt: Any, serving: Any, console: Console) -> None:
+    """Train the app's models on first use (the registry keeps them) and deploy them."""
+    if not rt.app.models:
+        return
+    from eventray.platform.ml.cli import deploy_models, train_missing
+
+    names = sorted(rt.app.models)
+    t0 = time.perf_counter()
+    with console.status("models") as st:
+        trained = train_missing(rt.settings, names, progress=st.update)
+        st.update(f"deploying the models {', '.join(names)} as the Serve application {rt.settings.ml_app_name!r}")
+        done = deploy_models(rt.settings, names, http_host=serving.http_host, http_port=serving.http_port)
+    what = f"trained {len(trained)} into {rt.settings.models_dir}, " if trained else "already trained, "
+    what += "deployed" if done.changed else "already running"
+    console.print(f"[green]models[/]    {', '.join(names)}: {what} ({time.perf_counter() - t0:.1f}s)", highlight=False)
+
+
+def kill_a_shard(rt: Any, *, timeout_s: float = 240.0) -> tuple[str, float]:
+    """``ray.kill`` one shard actor of the app (Ray restarts it); its name and how long it took to
+    answer ``ready`` again."""
+    import ray
+
+    from eventray.platform.runtime.actors import NAMESPACE
+    from eventray.platform.runtime.shards import shard_name
+
+    name = shard_name(rt.topic, 0)
+    ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=False)
+    t0 = time.monotonic()
+    while True:
+        try:
+            ray.get(ray.get_actor(name, namespace=NAMESPACE).ready.remote(), timeout=10)
+            return name, time.monotonic() - t0
+        except Exception:  # noqa: BLE001 - restarting: ask again until the deadline
+            if time.monotonic() - t0 > timeout_s:
+                raise
+            time.sleep(0.2)
 
 
 def kafka_round_trip(bootstrap: str) -> str:
