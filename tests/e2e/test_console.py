@@ -307,3 +307,38 @@ def test_customer_cannot_open_the_console(stranger: ConsolePage, api: dict[str, 
         assert r.status_code == 303 and urlsplit(r.headers["location"]).path == f"{console_path}/login"
         r = http.get(f"{api['base']}/console/live/stream", headers={"authorization": f"Bearer {customer}"})
         assert r.status_code == 403
+
+
+@pytest.fixture
+def second_digits_version(api: dict[str, Any]) -> Iterator[str]:
+    """A version 2 of the digits model (another seed) in the e2e registry; version 1 is the
+    default again afterwards, as the other tests expect."""
+    from eventray.platform.ml.registry import Registry, promote
+    from eventray.platform.ml.training import train_all
+
+    models = api["settings"].models_dir
+    if "2" not in Registry(models).versions("digits"):
+        train_all(models, version="2", seed=1, names=("digits",))
+    yield "2"
+    promote(models, "digits", "1")
+
+
+def _default_of(page: ConsolePage, model: str) -> str:
+    return page.driver.find_element(By.CSS_SELECTOR, f"#model-{model} .default-version").text.strip()
+
+
+def test_promote_from_the_models_screen(console: ConsolePage, second_digits_version: str, client_for, uid):
+    console.nav("models")
+    assert _default_of(console, "digits") == "1"
+    for version in (second_digits_version, "1"):
+        Select(console.visible("#model-digits select[name=version]")).select_by_value(version)
+        console.visible("#promote-digits").click()
+        console.wait(lambda d, v=version: _default_of(console, "digits") == v,
+                     message=f"digits {version} did not become the default")
+        lines = [li.text for li in console.all("#audit .audit-line")]
+        assert any(f"promote of digits {version} by {ADMIN}" in line for line in lines), lines
+        # the next request is served by the promoted version
+        got = client_for(f"teller-{uid}", "teller").data(
+            "query($p: [Float!]!) { classifyDigit(pixels: $p) { modelVersion } }", {"p": [0.0] * 64})
+        assert got["classifyDigit"]["modelVersion"] == version, got
+    assert console.csp_violations() == []
