@@ -126,7 +126,8 @@ class Settings(BaseSettings):
     )
     ml_app_name: str = Field(default="eventray-ml", description="Serve application of the model deployments")
     ml_replica_num_cpus: float = Field(
-        default=0.25, gt=0, description="CPUs reserved per model replica (fractional fits small machines)"
+        default=0.1, gt=0, description="CPUs reserved per model replica: a laptop's 2 cores hold the demo's "
+        "models, the tests' and room to scale; a cluster sizes it to the model (EVENTRAY_ML_REPLICA_NUM_CPUS)"
     )
     ml_max_batch_size: int = Field(default=32, ge=1, description="requests per @serve.batch call")
     ml_batch_wait_timeout_s: float = Field(default=0.003, ge=0)

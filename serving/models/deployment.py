@@ -47,7 +47,7 @@ class ModelDeployment:
         self._registry = Registry(model_dir)
         self._registry.versions(model)  # fail the replica early when the model was never trained
         self._limits = limits
-        self._threads = max(1, round(_assigned_cpus()))  # 0.25 CPU -> 1 thread
+        self._threads = max(1, round(_assigned_cpus()))  # a fraction of a CPU -> 1 thread
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"onnx-{model}")
         self._batch_sizes: Counter[int] = Counter()
         self._latency_ms: list[float] = []
