@@ -118,6 +118,10 @@ class PartitionRunner:
     def run(self, stop: threading.Event) -> None:
         """Apply batches until ``stop`` is set or a poison record stops the projection."""
         offset = self._store.load_offsets(self.name, self.version).get(self.partition, 0)
+        if offset < 0:  # retired by a switch (ProjectionStore.switch): another version is current
+            log.info("%s v%d[%d]: retired at offset %d; this runner stops", self.name, self.version,
+                     self.partition, -1 - offset)
+            return
         self.next_offset = offset
         self.started_at = self.started_at or time.monotonic()
         reader = self._open_reader(self.partition)

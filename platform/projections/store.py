@@ -164,8 +164,9 @@ class ProjectionStore:
         """Make ``new`` the current version of ``name``, atomically, if it has caught up.
 
         In one transaction: lock the current version's offset rows (its runners cannot commit
-        meanwhile), check that ``new`` has read at least as far on every partition, then move
-        the pointer. Readers therefore never go back in time across the switch.
+        meanwhile), check that ``new`` has read at least as far on every partition, fence the
+        old version's runners (its offsets become ``-1 - n``), then move the pointer. Readers
+        therefore never go back in time across the switch.
 
         A current version that reads another topic (another app's, or a test's) is not compared
         with: the caller builds ``new`` to its own topic's head first.
@@ -194,6 +195,13 @@ class ProjectionStore:
                 ).fetchall())
                 if any(news.get(p, -1) < off for p, off in olds.items()):
                     return False
+            if old is not None and old != new:
+                # fence the old version's runners: their next batch's conditional upsert (and the
+                # lock of an enriching batch) no longer finds the offset it resumed from, so nothing
+                # lands in the old tables after the switch and a reader still on the old pointer
+                # never sees more than the new version has. Stored as -1 - n: retired at offset n.
+                self.conn.execute("UPDATE eventray_projection_offsets SET next_offset = -1 - next_offset "
+                                  "WHERE name = %s AND version = %s AND next_offset >= 0", (name, old))
             self.conn.execute(
                 "INSERT INTO eventray_projections (name, current_version) VALUES (%s, %s) "
                 "ON CONFLICT (name) DO UPDATE SET current_version = EXCLUDED.current_version, switched_at = now()",

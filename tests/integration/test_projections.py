@@ -356,3 +356,39 @@ async def test_a_second_runner_of_a_partition_is_refused_by_the_stored_offset(rt
     model = {row[0]: row for row in read_model(rt, "account_balances")}
     for a in on_p0:
         assert model[a] == (a, *accounts_now[a]), a  # applied once, not twice
+
+
+def test_a_switch_fences_the_old_versions_writers(stack_settings) -> None:
+    """After the switch no batch of the old version commits: its stored offset is no longer the one
+    its runner resumed from, so a reader still on the old pointer never sees past the new version."""
+    from eventray.platform.projections.enrich import StaleRunner
+
+    migrate(stack_settings.dsn)
+    store = ProjectionStore(stack_settings.dsn)
+    name = f"fence_{uuid.uuid4().hex[:8]}"
+    try:
+        old = store.create_version(name, ddl=lambda s: "", topic="t-fence", partitions=1, definition_version=1)
+        assert store.switch(name, old.version)
+        store.apply_batch(name=name, version=old.version, schema=old.schema, partition=0, next_offset=10,
+                          applied=10, writes=None, expected_offset=0)
+        new = store.create_version(name, ddl=lambda s: "", topic="t-fence", partitions=1, definition_version=1)
+        assert not store.switch(name, new.version)  # behind the old one: refused
+        store.apply_batch(name=name, version=new.version, schema=new.schema, partition=0, next_offset=10,
+                          applied=10, writes=None, expected_offset=0)
+        assert store.switch(name, new.version)
+        with pytest.raises(StaleRunner):
+            store.apply_batch(name=name, version=old.version, schema=old.schema, partition=0, next_offset=12,
+                              applied=2, writes=None, expected_offset=10)
+        assert store.load_offsets(name, old.version) == {0: -11}  # retired at offset 10
+        with store.batch_transaction(name=name, version=old.version, partition=0) as (_cur, stored):
+            assert stored == -11  # an enriching batch sees it is not where it resumed
+        store.apply_batch(name=name, version=new.version, schema=new.schema, partition=0, next_offset=12,
+                          applied=2, writes=None, expected_offset=10)
+        assert store.load_offsets(name, new.version) == {0: 12}
+    finally:
+        for v in (2, 1):
+            try:
+                store.drop_version(name, v)
+            except Exception:  # noqa: BLE001 - the current one is refused; the rest of the cleanup goes on
+                pass
+        store.close()
