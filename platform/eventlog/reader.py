@@ -93,7 +93,9 @@ class PartitionReader:
             "max_poll_records": max_poll_records,
             "fetch_max_bytes": fetch_max_bytes,
             "max_partition_fetch_bytes": max_partition_fetch_bytes,
-            "fetch_max_wait_ms": 100,
+            # an empty fetch is held this long by the broker (records end it at once): an idle
+            # tail polls twice a second, not ten times
+            "fetch_max_wait_ms": 500,
             "check_crcs": _HAVE_C_CRC32C if check_crcs is None else check_crcs,
             **(consumer_configs or {}),
         }

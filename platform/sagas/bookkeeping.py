@@ -54,6 +54,7 @@ def now_ms() -> int:
 @dataclass
 class CoordinatorConfig:
     poll_ms: int = 10
+    idle_poll_ms: int = 200
     offsets_every_s: float = 1.0
     max_batch: int = 5_000
     resync_backoff_max_s: float = 2.0

@@ -96,7 +96,8 @@ def build_coordinator(rt: Any, saga_settings: SagaSettings, saga: str, index: in
         decode_events=lambda records, partition: codec.decode_many(records, partition=partition),
         send_command=bus.send,
         services=dict(services),
-        config=CoordinatorConfig(poll_ms=saga_settings.poll_ms, offsets_every_s=saga_settings.offsets_every_s,
+        config=CoordinatorConfig(poll_ms=saga_settings.poll_ms, idle_poll_ms=saga_settings.idle_poll_ms,
+                                 offsets_every_s=saga_settings.offsets_every_s,
                                  max_batch=saga_settings.max_batch),
     )
 

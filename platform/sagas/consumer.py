@@ -34,7 +34,10 @@ class EventConsumer:
             self._consumer = KafkaConsumer(
                 bootstrap_servers=bootstrap, group_id=group_id, client_id=client_id or group_id,
                 enable_auto_commit=False, isolation_level="read_committed", auto_offset_reset="earliest",
-                fetch_max_wait_ms=5, max_poll_records=5_000, check_crcs=False,
+                # the broker answers a fetch as soon as there are records; this only bounds how
+                # long it holds an empty one, so an idle coordinator does not refetch every few ms
+                # (a poll still returns at its own timeout; the fetch's answer waits for the next)
+                fetch_max_wait_ms=200, max_poll_records=5_000, check_crcs=False,
                 max_partition_fetch_bytes=4 * 1024 * 1024,
             )
         except _UNAVAILABLE as e:

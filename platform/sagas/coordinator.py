@@ -105,6 +105,7 @@ class SagaCoordinatorService(InstanceQueries, EffectRunner):
         self._inbox: list[tuple[str, Signal]] = []
         self._starts: list[Start] = []
         self._wake = asyncio.Event()
+        self._idle_ms = 0  # the current wait of an idle turn (see _turn)
         self._deadlines: list[tuple[int, int, str, str]] = []
         self._armed: dict[tuple[str, str], int] = {}
         self._deadline_counter = 0
@@ -271,9 +272,14 @@ class SagaCoordinatorService(InstanceQueries, EffectRunner):
 
     async def _turn(self) -> None:
         consumer = self._consumer
-        timeout = 0 if (self._inbox or self._starts) else self.config.poll_ms
-        polled = await asyncio.to_thread(consumer.poll, timeout, self.config.max_batch)
+        # an idle coordinator waits longer each empty turn (poll_ms doubling up to idle_poll_ms):
+        # new log records end a wait at once; a queued signal (a reply, a start, a deadline) waits
+        # at most the current wait, and any work brings it back to poll_ms
+        config = self.config
+        timeout = 0 if (self._inbox or self._starts) else max(config.poll_ms, self._idle_ms)
+        polled = await asyncio.to_thread(consumer.poll, timeout, config.max_batch)
         if not polled and not self._inbox and not self._starts:
+            self._idle_ms = min(config.idle_poll_ms, max(1, self._idle_ms * 2, config.poll_ms))
             if self._positions != self._committed_positions and \
                     time.monotonic() - self._last_offsets_commit >= self.config.offsets_every_s:
                 await asyncio.to_thread(self._commit, [], dict(self._positions))
@@ -281,6 +287,7 @@ class SagaCoordinatorService(InstanceQueries, EffectRunner):
                 self._last_offsets_commit = time.monotonic()
             return
         self._wake.clear()
+        self._idle_ms = 0
         definition = self.definition
         now = self._clock()
         pending: dict[str, Pending] = {}

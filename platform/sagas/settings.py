@@ -21,5 +21,7 @@ class SagaSettings(BaseSettings):
                               "partitions p with p % coordinators == i (more than partitions is the same as partitions)")
     topic_suffix: str = Field(default=".sagas", description="saga topic = <event topic><suffix>")
     poll_ms: int = Field(default=10, ge=0, description="longest wait for log events when nothing else is queued")
+    idle_poll_ms: int = Field(default=200, ge=0, description="the wait grows, doubling per empty turn, up to this "
+                              "while nothing happens (an idle coordinator stays quiet); any work resets it to poll_ms")
     offsets_every_s: float = Field(default=1.0, gt=0, description="commit idle offsets at least this often")
     max_batch: int = Field(default=5_000, ge=1, description="most signals per transaction")
