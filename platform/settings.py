@@ -104,8 +104,14 @@ class Settings(BaseSettings):
     snapshot_interval_s: float = 2.0
 
     # --- the read path ---
+    projection_hosts: int = Field(
+        default=1, ge=0, description="projection hosts per host group: host i reads the partitions p with "
+        "p % hosts == i once and applies every current projection of its group to them (the plain "
+        "projections share the group 'main'; one with an enrich step has its own). 0 means one per partition"
+    )
     projection_runners: int = Field(
-        default=0, ge=0, description="runner actors per projection version; runner i applies the partitions "
+        default=0, ge=0, description="runner actors per projection version while a replay builds it (and after, on a stack with "
+        "no projection hosts); runner i applies the partitions "
         "p with p % runners == i, each on a thread of its own. 0 means one per partition (the most "
         "parallel; more than the partition count is the same as 0)"
     )

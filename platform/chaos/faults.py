@@ -150,7 +150,7 @@ def kill_shard(settings: Settings, index: int | None = None, *, topic: str,
 
 def kill_runner(settings: Settings, name: str, *, topic: str, version: int | None = None,
                 rng: random.Random | None = None) -> FaultResult:
-    """Kill a projection runner: an actor name, or a projection name (a random runner of it).
+    """Kill a projection runner or host: an actor name, or a projection name (a random one applying it).
 
     Args:
         settings: the stack's configured settings.
@@ -161,7 +161,7 @@ def kill_runner(settings: Settings, name: str, *, topic: str, version: int | Non
     """
     import ray
 
-    from eventray.platform.projections.actor import runner_group
+    from eventray.platform.projections.host import applying_group
     from eventray.platform.runtime.actors import group_prefix
 
     connect(settings)
@@ -169,7 +169,10 @@ def kill_runner(settings: Settings, name: str, *, topic: str, version: int | Non
     if name.startswith("projection:"):
         actor = name
     elif version is not None:
-        actor = _pick(runner_group(topic, name, version), None, rng, missing + f" (version {version})")
+        group = applying_group(topic, name, version)
+        if group is None:
+            raise StackError(missing + f" (version {version})")
+        actor = _pick(group, None, rng, missing + f" (version {version})")
     else:  # any version: the runner names of every version share this prefix
         candidates = _named(group_prefix("projection", topic, name))
         if not candidates:

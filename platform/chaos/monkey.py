@@ -246,7 +246,7 @@ def _targets(rt: Any, work: Workload) -> Targets:
 
 def available_kinds(settings: Settings, targets: Targets) -> tuple[list[str], dict[str, str]]:
     """The fault kinds this stack supports now, and why the others are skipped."""
-    from eventray.platform.projections.actor import runner_group
+    from eventray.platform.projections.host import applying_group
     from eventray.platform.sagas.composition import coordinator_group
 
     faults.connect(settings)
@@ -259,7 +259,7 @@ def available_kinds(settings: Settings, targets: Targets) -> tuple[list[str], di
         skipped["kill-runner"] = "the workload reads no projection"
     elif targets.version is None:
         skipped["kill-runner"] = f"projection {targets.projection} has no current version"
-    elif not runner_group(targets.topic, targets.projection, targets.version).live():
+    elif applying_group(targets.topic, targets.projection, targets.version) is None:
         skipped["kill-runner"] = f"no {targets.projection} runners run on this topic"
     why = faults.delay_available(settings)
     if why:

@@ -22,7 +22,7 @@ from eventray.platform.errors import ServiceUnavailable
 from eventray.platform.eventlog.codec import EventCodec
 from eventray.platform.eventlog.envelope import DecodedRecord, Undecodable
 
-__all__ = ["LogRecord", "PartitionReader"]
+__all__ = ["LogRecord", "PartitionReader", "PartitionsReader"]
 
 log = logging.getLogger(__name__)
 
@@ -234,3 +234,81 @@ class PartitionReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class PartitionsReader:
+    """Tails several partitions of one topic with one consumer: one fetch, one wake-up, for all.
+
+    A projection host reads its partitions once for every projection it applies; one
+    consumer per host (not per partition) means an idle host makes one long-polled fetch
+    request at a time, held by the broker ``fetch_max_wait_ms`` (500 ms) or until a record
+    arrives. Reads are ``read_committed``, as :class:`PartitionReader`'s.
+
+    Args:
+        bootstrap: Kafka bootstrap address.
+        topic: the event-log topic.
+        partitions: the partitions to read.
+        max_poll_records, fetch_max_bytes, max_partition_fetch_bytes, poll_timeout_ms,
+            check_crcs, client_id: as for :class:`PartitionReader`.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, partitions: list[int], *, max_poll_records: int = 10_000,
+                 fetch_max_bytes: int = 64 * 1024 * 1024, max_partition_fetch_bytes: int = 16 * 1024 * 1024,
+                 poll_timeout_ms: int = 500, check_crcs: bool | None = None, client_id: str | None = None) -> None:
+        self.topic = topic
+        self.partitions = list(partitions)
+        self._tps = {p: TopicPartition(topic, p) for p in self.partitions}
+        self._poll_timeout_ms = poll_timeout_ms
+        try:
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=bootstrap, client_id=client_id or f"eventray-reader-{topic}",
+                group_id=None, enable_auto_commit=False, isolation_level="read_committed",
+                auto_offset_reset="earliest", max_poll_records=max_poll_records, fetch_max_bytes=fetch_max_bytes,
+                max_partition_fetch_bytes=max_partition_fetch_bytes, fetch_max_wait_ms=500,
+                check_crcs=_HAVE_C_CRC32C if check_crcs is None else check_crcs)
+        except _UNAVAILABLE as e:
+            raise ServiceUnavailable(f"Kafka is not reachable for reader {topic}{self.partitions}: {e}") from e
+        self._consumer.assign(list(self._tps.values()))
+
+    def seek(self, partition: int, offset: int) -> None:
+        """Read ``partition`` from ``offset`` on (the next poll)."""
+        self._consumer.seek(self._tps[partition], offset)
+
+    def pause(self, partition: int) -> None:
+        """Fetch nothing from ``partition`` until :meth:`resume`."""
+        self._consumer.pause(self._tps[partition])
+
+    def resume(self, partition: int) -> None:
+        """Fetch ``partition`` again (from its position)."""
+        self._consumer.resume(self._tps[partition])
+
+    def position(self, partition: int) -> int:
+        """The next offset this reader will look at in ``partition``."""
+        return int(self._consumer.position(self._tps[partition]))
+
+    def last_stable_offsets(self, timeout_s: float = 10.0) -> dict[int, int]:
+        """``{partition: LSO}`` of every partition read, in one request."""
+        try:
+            ends = self._consumer.end_offsets(list(self._tps.values()), timeout_ms=int(timeout_s * 1000))
+        except _UNAVAILABLE as e:
+            raise ServiceUnavailable(f"could not read the end offsets of {self.topic}{self.partitions}: {e}") from e
+        return {tp.partition: int(o) for tp, o in ends.items()}
+
+    def poll(self) -> dict[int, list[LogRecord]]:
+        """One long-polled fetch: ``{partition: records}`` (empty when nothing came in ``poll_timeout_ms``).
+
+        Raises:
+            ServiceUnavailable: Kafka could not be reached.
+        """
+        try:
+            got = self._consumer.poll(timeout_ms=self._poll_timeout_ms)
+        except _UNAVAILABLE as e:
+            raise ServiceUnavailable(f"tailing {self.topic}{self.partitions} failed: {e}") from e
+        return {tp.partition: [(r.offset, r.key, r.value) for r in records] for tp, records in got.items() if records}
+
+    def close(self) -> None:
+        """Close the consumer."""
+        try:
+            self._consumer.close(autocommit=False)
+        except Exception as e:  # closing must not mask the caller's own error
+            log.warning("closing reader %s%s: %s: %s", self.topic, self.partitions, type(e).__name__, e)

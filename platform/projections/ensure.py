@@ -2,8 +2,8 @@
 
 A fresh stack has no read models; after a restart of Ray the read models stay in PostgreSQL
 but their runners are gone. :func:`ensure_projections` builds (with :func:`~.replay.replay`)
-each projection of the app that has no current version, and brings the runners of every
-current one to the configured count. A projection whose ``enrich`` needs model deployments
+each projection of the app that has no current version, and brings the projection hosts
+(:mod:`.host`) to the configured count; they apply every current version. A projection whose ``enrich`` needs model deployments
 (``Projection.models``) is left alone while the models are not served, with a line that says so.
 """
 
@@ -32,12 +32,12 @@ def served_models(rt: Any) -> set[str]:
 
 def ensure_projections(rt: Any, *, names: Collection[str] | None = None, on_build: Callable[[str], None] | None = None,
                        changes: list[str] | None = None, models: Collection[str] | None = None) -> list[str]:
-    """Build the app's projections (or ``names``) that have no current version, and start the runners
-    of the current ones; returns the ones built. ``changes`` receives a line per runner started or
+    """Build the app's projections (or ``names``) that have no current version, and place the hosts
+    that apply the current ones; returns the ones built. ``changes`` receives a line per host started or
     removed, and per projection skipped for want of its models (``models``: the served ones,
     default :func:`served_models`)."""
     from eventray.platform.migrations import migrate
-    from eventray.platform.projections.actor import start_runners
+    from eventray.platform.projections.host import place_hosts
     from eventray.platform.projections.replay import replay
     from eventray.platform.projections.store import ProjectionStore
 
@@ -59,11 +59,11 @@ def ensure_projections(rt: Any, *, names: Collection[str] | None = None, on_buil
         current = store.current_versions(rt.topic, wanted)
     finally:
         store.close()
-    for name, version in current.items():  # idempotent: finds runners that are already there
-        start_runners(rt, name, version, changes=changes)
     built = [n for n in wanted if n not in current]
     for name in built:
         if on_build is not None:
             on_build(name)
         replay(rt, name)
+    if wanted:  # idempotent: hosts that are already there and own the same partitions stay
+        place_hosts(rt, names=wanted, changes=changes)
     return built

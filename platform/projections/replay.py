@@ -6,7 +6,10 @@
 3. When the new version is close to the log's head, try the switch: it succeeds only when
    the new version has read at least as far as the current one on every partition (checked
    in the switching transaction, with the current version's offsets locked).
-4. Stop the old version's runners and drop its schema. The new runners stay, as the live ones.
+4. Stop the old version's runners. Where projection hosts run (:mod:`.host`, placed by
+   ``eventray deploy``), the new version's runners give way to them and the hosts take it on
+   from its stored offsets; on a stack without hosts the new runners stay, as the live ones.
+   Then drop the old version's schema.
 
 Queries read the current version throughout (:func:`~.reads.read_current`).
 """
@@ -22,6 +25,7 @@ import msgspec
 
 from eventray.platform.errors import EventrayError, ServiceUnavailable
 from eventray.platform.projections.actor import start_runners, stop_runners
+from eventray.platform.projections.host import host_group, host_group_of, refresh_hosts
 from eventray.platform.projections.runner import FaultPoint
 from eventray.platform.projections.store import ProjectionStore
 
@@ -149,6 +153,11 @@ def replay(
         catch_up_s = caught_up_at - t_start
         if old is not None and old != new:
             stop_runners(rt, name, old)
+        # where projection hosts run, they apply the new version from here on (its builders give way)
+        if host_group(rt.topic, host_group_of(rt, name)).live():
+            stop_runners(rt, name, new)
+            refresh_hosts(rt, name)
+        if old is not None and old != new:
             if drop_old:
                 time.sleep(0.2)  # readers holding the old pointer finish; later ones retry on the new
                 store.drop_version(name, old)

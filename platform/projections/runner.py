@@ -13,6 +13,7 @@ dead-letter table; the runner then skips them or stops there, as the projection 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import os
 import threading
@@ -117,13 +118,9 @@ class PartitionRunner:
 
     def run(self, stop: threading.Event) -> None:
         """Apply batches until ``stop`` is set or a poison record stops the projection."""
-        offset = self._store.load_offsets(self.name, self.version).get(self.partition, 0)
-        if offset < 0:  # retired by a switch (ProjectionStore.switch): another version is current
-            log.info("%s v%d[%d]: retired at offset %d; this runner stops", self.name, self.version,
-                     self.partition, -1 - offset)
+        offset = self.resume()
+        if offset is None:
             return
-        self.next_offset = offset
-        self.started_at = self.started_at or time.monotonic()
         reader = self._open_reader(self.partition)
         try:
             for batch in reader.tail(offset, stop=stop, yield_empty=True):
@@ -131,24 +128,48 @@ class PartitionRunner:
                     if not self.process(batch):
                         return
                 else:
-                    self._store_idle_position(reader)
+                    self.store_idle_position(reader.position())
         finally:
             reader.close()
 
-    def _store_idle_position(self, reader: Any) -> None:
-        # After an empty poll every record below the reader's position has been applied; the
-        # rest are transaction markers or aborted records. Storing the position makes the lag
-        # of an idle projection 0 (the offset of the last record + 1 stops short of the marker).
-        position = reader.position()
+    def resume(self) -> int | None:
+        """Load the stored offset to go on from; ``None`` when a switch retired this version."""
+        offset = self._store.load_offsets(self.name, self.version).get(self.partition, 0)
+        if offset < 0:  # retired by a switch (ProjectionStore.switch): another version is current
+            log.info("%s v%d[%d]: retired at offset %d; this runner stops", self.name, self.version,
+                     self.partition, -1 - offset)
+            return None
+        self.next_offset = offset
+        self.started_at = self.started_at or time.monotonic()
+        return offset
+
+    def store_idle_position(self, position: int) -> None:
+        """Store the reader's ``position`` after a poll that brought nothing for this partition.
+
+        Every record below it has been applied; the rest are transaction markers or aborted
+        records. Storing it makes the lag of an idle projection 0 (the offset of the last
+        record + 1 stops short of the marker). Nothing is written when it did not move.
+        """
         if self.next_offset is not None and position > self.next_offset:
             self._store.apply_batch(name=self.name, version=self.version, schema=self.schema,
                                     partition=self.partition, next_offset=position, applied=0, writes=None,
                                     expected_offset=self.next_offset)
             self.next_offset = position
 
-    def process(self, batch: Sequence[LogRecord]) -> bool:
-        """Apply one batch in one transaction. Returns False when the projection must stop."""
-        decoded = self._decode_many(batch, partition=self.partition)
+    def process(self, batch: Sequence[LogRecord], decoded: list[Any] | None = None) -> bool:
+        """Apply one batch in one transaction. Returns False when the projection must stop.
+
+        ``decoded`` is the batch already decoded (a host decodes once for all its
+        projections); records below this runner's next offset are left out.
+        """
+        if decoded is None:
+            decoded = self._decode_many(batch, partition=self.partition)
+        start = self.next_offset
+        if start is not None and batch and batch[0][0] < start:
+            i = bisect.bisect_left(batch, start, key=lambda r: r[0])
+            batch, decoded = batch[i:], decoded[i:]
+            if not batch:
+                return True
         try:
             dead = self._apply(batch, decoded)
         except WriteRejected as e:

@@ -80,8 +80,8 @@ def test_bad_model_input_gets_a_typed_error(admin, query, code, reason):
 
 def test_alerts_of_an_account(api, admin, uid):
     """A run of ordinary deposits, then one deposit 400x their size: the alerts projection
-    (runners scoring through this app's anomaly deployment) flags it, and only it."""
-    from eventray.platform.projections.actor import start_runners, stop_runners
+    (its host scoring through this app's anomaly deployment) flags it, and only it."""
+    from eventray.platform.projections.host import host_group, place_hosts
     from eventray.platform.projections.replay import replay
     from eventray.platform.projections.store import ProjectionStore
 
@@ -92,9 +92,11 @@ def test_alerts_of_an_account(api, admin, uid):
     finally:
         store.close()
     if version is None:
-        version = replay(rt, "alerts", timeout_s=300).new_version
-    else:
-        start_runners(rt, "alerts", version)  # resumes from stored offsets
+        replay(rt, "alerts", timeout_s=300)
+    hosts = host_group(rt.topic, "alerts")  # an enriching projection has a host group of its own
+    placed = not hosts.live()
+    if placed:
+        place_hosts(rt, names=["alerts"])  # resumes from the stored offsets
     try:
         owner, account = f"al-{uid}", f"ala-{uid}"
         ok(send(admin, "registerUser", userId=owner, name=f"Alert {uid}", email=f"al{uid}@example.com"))
@@ -111,7 +113,8 @@ def test_alerts_of_an_account(api, admin, uid):
         # may call a burst; their amounts, though, are never outliers against the account's own
         assert not [a for a in admin.data(q)["alerts"] if a["amount"] < 2000 and "zscore" in a["reason"]]
     finally:
-        stop_runners(rt, "alerts", version)
+        if placed:
+            hosts.remove_all()
 
 
 def test_metrics_show_replicas_and_model_latencies(api, admin):

@@ -115,6 +115,41 @@ async def send_ok(bus, commands) -> None:
     assert not bad, bad[:3]
 
 
+class FlowAndWatch:
+    """Commands flowing and the partitions' owners watched (every 50 ms) until :meth:`stop`.
+
+    ``claims()`` returns ``{owner index: partitions}`` of the owners that answer now; a
+    listing where a partition has two owners is kept.
+    """
+
+    def __init__(self, bus, rng: random.Random, accounts: list[str], claims) -> None:
+        self._stop = asyncio.Event()
+        self._doubles: list[dict] = []
+        self._tasks = [asyncio.ensure_future(self._load(bus, rng, accounts)),
+                       asyncio.ensure_future(self._watch(claims))]
+
+    async def _load(self, bus, rng, accounts) -> int:
+        sent = 0
+        while not self._stop.is_set():
+            await send_ok(bus, some_commands(rng, accounts, 20))
+            sent += 20
+        return sent
+
+    async def _watch(self, claims) -> None:
+        while not self._stop.is_set():
+            now = await asyncio.to_thread(claims)
+            owned = [p for parts in now.values() for p in parts]
+            if len(owned) != len(set(owned)):
+                self._doubles.append(now)
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> tuple[int, list[dict]]:
+        """``(commands sent, listings with a partition owned twice)``."""
+        self._stop.set()
+        sent, _ = await asyncio.gather(*self._tasks)
+        return sent, self._doubles
+
+
 def some_commands(rng: random.Random, accounts: list[str], n: int) -> list:
     out = []
     for _ in range(n):
@@ -257,8 +292,13 @@ async def test_poison_event_is_dead_lettered_and_the_runner_goes_on(rt, monkeypa
 
 def runner_claims(rt, name: str, version: int) -> dict[int, list[int]]:
     """``{runner index: partitions}`` of the runner actors that answer right now."""
+    return claims(runner_group(rt.topic, name, version))
+
+
+def claims(group) -> dict[int, list[int]]:
+    """``{actor index: partitions}`` of the actors of ``group`` that answer right now."""
     out = {}
-    for index, actor in runner_group(rt.topic, name, version).live().items():
+    for index, actor in group.live().items():
         try:
             out[index] = ray.get(ray.get_actor(actor, namespace=NAMESPACE).owned.remote(), timeout=2)["partitions"]
         except Exception:  # noqa: BLE001 - starting or being removed: applies nothing
@@ -279,25 +319,7 @@ async def test_runner_count_scales_4_2_1_4_while_events_flow(rt) -> None:
     version = ProjectionStore(s.settings.dsn).current_version("account_balances")
     assert runner_claims(s, "account_balances", version) == {0: [0], 1: [1], 2: [2], 3: [3]}
 
-    stop = asyncio.Event()
-    doubles: list[dict] = []
-
-    async def load() -> int:
-        sent = 0
-        while not stop.is_set():
-            await send_ok(bus, some_commands(rng, accounts, 20))
-            sent += 20
-        return sent
-
-    async def watch() -> None:  # a partition may never be applied by two runners at once
-        while not stop.is_set():
-            claims = await asyncio.to_thread(runner_claims, s, "account_balances", version)
-            owned = [p for parts in claims.values() for p in parts]
-            if len(owned) != len(set(owned)):
-                doubles.append(claims)
-            await asyncio.sleep(0.05)
-
-    tasks = [asyncio.ensure_future(load()), asyncio.ensure_future(watch())]
+    flow = FlowAndWatch(bus, rng, accounts, lambda: runner_claims(s, "account_balances", version))
     steps = [(2, {0: [0, 2], 1: [1, 3]}, 4, 2), (1, {0: [0, 1, 2, 3]}, 2, 1), (0, {i: [i] for i in range(4)}, 1, 4)]
     for runners, owners, removed, started in steps:
         await asyncio.sleep(1.0)
@@ -311,8 +333,7 @@ async def test_runner_count_scales_4_2_1_4_while_events_flow(rt) -> None:
         await asyncio.to_thread(start_runners, step, "account_balances", version, changes=again)
         assert again == []  # idempotent
     await asyncio.sleep(1.0)
-    stop.set()
-    sent, _ = await asyncio.gather(*tasks)
+    sent, doubles = await flow.stop()
 
     assert sent > 100
     assert not doubles, f"a partition had two runners: {doubles[:3]}"
