@@ -571,8 +571,12 @@ def _credit_for_transfer(state: AccountState | None, command: CreditForTransfer)
 
 
 def _refund_transfer(state: AccountState | None, command: RefundTransfer) -> tuple[Event, ...]:
-    current = _open_state(state, command)  # frozen is fine: money may come back
     tid = command.transfer_id
+    if state is not None and state.status is AccountStatus.CLOSED and state.transfers.get(tid) != "debited":
+        # never debited (a debit whose outcome the saga could not learn, refused as closed): no
+        # money moves, so a closed account records the void, as VoidTransferCredit does
+        return () if tid in state.transfers else (TransferDebitVoided(transfer_id=tid),)
+    current = _open_state(state, command)  # frozen is fine: money may come back
     seen = current.transfers.get(tid)
     if seen == "debited":
         moved = _credit(current, command, command.amount)

@@ -18,6 +18,7 @@ from eventray.aggregates.account import (
     InsufficientFunds,
     InvalidAmount,
     MoneyDeposited,
+    MoneyWithdrawn,
     RefundTransfer,
     SameAccountTransfer,
     TransferCredited,
@@ -114,8 +115,16 @@ def test_refund_before_any_debit_voids_it_and_a_late_debit_is_refused() -> None:
     scenario(ACCOUNT).given(OPENED, FUNDED, TransferDebitVoided(transfer_id=T)).when(refund()).then()
 
 
-def test_refund_to_a_closed_source_is_refused() -> None:
-    scenario(ACCOUNT).given(OPENED, AccountClosed()).when(refund()).raises(AccountClosedError)
+def test_refund_to_a_closed_source_is_refused_once_money_left_it() -> None:
+    emptied = MoneyWithdrawn(amount=70, balance_after=0)
+    scenario(ACCOUNT).given(OPENED, FUNDED, DEBITED, emptied, AccountClosed()).when(refund()).raises(
+        AccountClosedError)
+
+
+def test_refund_of_a_debit_that_never_happened_voids_it_on_a_closed_source() -> None:
+    # the saga refunds when it could not learn a debit's outcome; a closed source was never debited
+    scenario(ACCOUNT).given(OPENED, AccountClosed()).when(refund()).then(TransferDebitVoided(transfer_id=T))
+    scenario(ACCOUNT).given(OPENED, AccountClosed(), TransferDebitVoided(transfer_id=T)).when(refund()).then()
 
 
 def test_void_credit_before_and_after_the_credit() -> None:
