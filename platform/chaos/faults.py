@@ -161,7 +161,7 @@ def kill_runner(settings: Settings, name: str, *, topic: str, version: int | Non
     """
     import ray
 
-    from eventray.platform.projections.host import applying_group
+    from eventray.platform.projections.host import applying_group, hosting_group
     from eventray.platform.runtime.actors import group_prefix
 
     connect(settings)
@@ -175,6 +175,9 @@ def kill_runner(settings: Settings, name: str, *, topic: str, version: int | Non
         actor = _pick(group, None, rng, missing + f" (version {version})")
     else:  # any version: the runner names of every version share this prefix
         candidates = _named(group_prefix("projection", topic, name))
+        hosts = None if candidates else hosting_group(topic, name)
+        if hosts is not None:  # no replay is building it: its host applies it
+            candidates = sorted(hosts.live().values())
         if not candidates:
             raise StackError(missing)
         actor = (rng or random).choice(candidates)

@@ -38,7 +38,8 @@ from eventray.platform.projections.runner import FaultPoint, PartitionRunner
 from eventray.platform.runtime.actors import ACTOR_DEFAULTS, NAMESPACE, ActorGroup, assignment, group_prefix
 from eventray.platform.settings import Settings
 
-__all__ = ["MAIN_GROUP", "HostFault", "ProjectionHostActor", "applying_group", "host_assignment", "host_group", "host_group_of",
+__all__ = ["MAIN_GROUP", "HostFault", "ProjectionHostActor", "applying_group", "host_assignment",
+           "hosting_group", "host_group", "host_group_of",
            "host_groups", "place_hosts", "refresh_hosts", "stop_hosts"]
 
 log = logging.getLogger("eventray.projection")
@@ -389,7 +390,13 @@ def applying_group(topic: str, name: str, version: int) -> ActorGroup | None:
     """
     from eventray.platform.projections.actor import runner_group
 
-    for group in (runner_group(topic, name, version), host_group(topic, name), host_group(topic, MAIN_GROUP)):
+    runners = runner_group(topic, name, version)
+    return runners if runners.live() else hosting_group(topic, name)
+
+
+def hosting_group(topic: str, name: str) -> ActorGroup | None:
+    """The live host group that would apply projection ``name``: the one named after it, else ``main``."""
+    for group in (host_group(topic, name), host_group(topic, MAIN_GROUP)):
         if group.live():
             return group
     return None
