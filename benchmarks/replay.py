@@ -9,7 +9,9 @@ time from the runners' start to the committed switch (the runners' actor start-u
 reported apart). The limit: the same partitions read and decoded by one process per
 partition, no writes. Then the bank's three plain projections are caught up together from
 offset 0 by projection hosts (one read per partition for all three:
-``all_projections_events_per_s``). The peer: the eventsourcing library's ProjectionRunner over the same
+``all_projections_events_per_s``), and the alerts projection against the anomaly model's raw
+ONNX Runtime rate (``alerts_events_per_s``, ``alerts_scoring_limit_per_s``; see
+benchmarks/_alerts_catch_up.py). The peer: the eventsourcing library's ProjectionRunner over the same
 shape and number of events in its PostgreSQL store (it commits one transaction per event, so the
 full run's peer takes about ten minutes; ``--quick`` uses 100,000 events for both).
 """
@@ -203,6 +205,14 @@ def main() -> None:
               f"{together['seconds']:.2f}s = {together['events_per_s']:,.0f} events/s "
               f"(host start-up {together['host_startup_s']:.1f}s included)")
 
+        from benchmarks._alerts_catch_up import alerts_catch_up
+
+        opened = len(accounts)
+        alerts = alerts_catch_up(rt, base.dsn, written - opened, seconds=2.0 if args.quick else 5.0)
+        print(f"alerts on its host from offset 0: {alerts['alerts_events_per_s']:,.0f} movements/s against "
+              f"{alerts['alerts_scoring_limit_per_s']:,.0f} rows/s of raw ONNX Runtime scoring "
+              f"({alerts['alerts_fraction_of_limit']:.0%})")
+
         from benchmarks import _peer_replay
 
         schema = f"peer_replay_{uuid.uuid4().hex[:6]}"
@@ -229,6 +239,7 @@ def main() -> None:
             "fraction_of_limit": eps / limit,
             "all_projections_events_per_s": together["events_per_s"],
             "all_projections": together,
+            **alerts,
             "goals": {"events_per_s": 150_000, "ratio": 50.0, "fraction_of_limit": 0.8,
                       "all_projections_events_per_s": 100_000},
             "runs": runs,

@@ -7,6 +7,11 @@ clients. eventray's clients are asyncio tasks on the command bus (each waits for
 command's Kafka commit); the peer's are threads on an `eventsourcing` Application with
 repository get and save on PostgreSQL, snapshotting on. Both run here, now, on the same
 PostgreSQL server. Writes benchmarks/results/write_throughput.json.
+
+While eventray's c=256 runs write, the bank's three plain projections run on their projection
+host (a database of the benchmark's own) and their lag is sampled every 100 ms, in seconds: for
+each sample of the log's end, how long until every projection had applied up to it
+(``lag_p99_s_under_write_load``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 from benchmarks._common import median, parser, percentile, print_table, write_results
 
 CONCURRENCY = (1, 16, 256)
+PLAIN = ["account_balances", "account_activity", "user_directory"]
 ACCOUNTS = 10_000
 PARTITIONS = 4
 
@@ -62,7 +68,54 @@ def _summary(system: str, concurrency: int, runs: list[dict[str, Any]]) -> dict[
             "failures": sum(r.get("failures", 0) for r in runs)}
 
 
-async def run_eventray(rt, duration_s: float, repeats: int, progress) -> list[dict[str, Any]]:
+class LagSampler:
+    """Projection lag in seconds, sampled on a thread: log end at t, applied by every projection at t'."""
+
+    def __init__(self, rt: Any, names: list[str], every_s: float = 0.1) -> None:
+        import threading
+
+        self._rt, self._names, self._every = rt, names, every_s
+        self._stop = threading.Event()
+        self.lags: list[float] = []
+        self.pending = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from eventray.platform.projections.replay import LogEnds
+        from eventray.platform.projections.store import ProjectionStore
+
+        s = self._rt.settings
+        ends, store = LogEnds(s.kafka_address, self._rt.topic, s.partitions), ProjectionStore(s.dsn)
+        versions = store.current_versions(self._rt.topic, self._names)
+        waiting: list[tuple[float, dict[int, int]]] = []
+        try:
+            while not self._stop.wait(self._every):
+                now = time.perf_counter()
+                waiting.append((now, ends()))
+                applied = [store.progress(n, v)[0] for n, v in versions.items()]
+                done = time.perf_counter()
+                still = []
+                for t, head in waiting:
+                    if all(o.get(p, 0) >= e for o in applied for p, e in head.items()):
+                        self.lags.append(done - t)
+                    else:
+                        still.append((t, head))
+                waiting = still
+            self.pending = len(waiting)
+        finally:
+            ends.close()
+            store.close()
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        self._thread.join()
+        return {"samples": len(self.lags), "p50_s": percentile(self.lags, 50), "p99_s": percentile(self.lags, 99),
+                "max_s": max(self.lags, default=float("nan")), "unapplied_at_end": self.pending}
+
+
+async def run_eventray(rt, duration_s: float, repeats: int, progress,
+                       lag: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     from eventray.aggregates.account import OpenAccount
     from eventray.platform.runtime.shards import start_shards, stop_shards
 
@@ -73,13 +126,20 @@ async def run_eventray(rt, duration_s: float, repeats: int, progress) -> list[di
     bad = [o for o in outs if not o.ok]
     if bad:
         raise RuntimeError(f"could not open the benchmark accounts: {bad[0]}")
+    if lag is not None:
+        from eventray.platform.projections.ensure import ensure_projections
+
+        await asyncio.to_thread(ensure_projections, rt, names=PLAIN)
     rows = []
     for c in CONCURRENCY:
         await _eventray_point(bus, accounts, c, min(1.0, duration_s), seed=0)  # warm-up
+        sampler = LagSampler(rt, PLAIN) if lag is not None and c == CONCURRENCY[-1] else None
         runs = []
         for r in range(repeats):
             runs.append(await _eventray_point(bus, accounts, c, duration_s, seed=r + 1))
             progress()
+        if sampler is not None and lag is not None:
+            lag.update(sampler.stop())
         rows.append(_summary("eventray", c, runs))
     stop_shards(rt)
     return rows
@@ -118,17 +178,33 @@ def main() -> None:
     from eventray.platform.devstack import stack
     from eventray.platform.devstack.state import effective_settings
 
+    import psycopg
+
+    from eventray.platform.migrations import migrate
+    from eventray.platform.projections.actor import stop_topic_runners
+
     stack.up()
-    settings = effective_settings()
-    settings = settings.model_copy(update={"topic": f"bench-write-{uuid.uuid4().hex[:8]}",
-                                           "partitions": PARTITIONS})
+    base = effective_settings()
+    db = f"bench_write_{uuid.uuid4().hex[:8]}"  # projection names are global in a database: one of its own
+    with psycopg.connect(base.dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{db}"')
+    settings = base.model_copy(update={"topic": f"bench-write-{uuid.uuid4().hex[:8]}", "partitions": PARTITIONS,
+                                       "database_url": base.dsn.rsplit("/", 1)[0] + "/" + db})
+    migrate(settings.dsn)
     rt = Runtime.load(settings)
     total = 2 * len(CONCURRENCY) * repeats
-    with Progress() as bar:
-        task = bar.add_task("write throughput", total=total)
-        step = lambda: bar.advance(task)  # noqa: E731
-        ours = asyncio.run(run_eventray(rt, duration_s, repeats, step))
-        peer = run_peer(settings.dsn, duration_s, repeats, step)
+    lag: dict[str, Any] = {}
+    try:
+        with Progress() as bar:
+            task = bar.add_task("write throughput", total=total)
+            step = lambda: bar.advance(task)  # noqa: E731
+            ours = asyncio.run(run_eventray(rt, duration_s, repeats, step, lag))
+            stop_topic_runners(rt)
+            peer = run_peer(settings.dsn, duration_s, repeats, step)
+    finally:
+        stop_topic_runners(rt)
+        with psycopg.connect(base.dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
     rows = ours + peer
     best_ours = max(r["cmds_per_s"] for r in ours)
     best_peer = max(r["cmds_per_s"] for r in peer)
@@ -138,6 +214,9 @@ def main() -> None:
         "ratio": best_ours / best_peer,
         "p50_ms_c1": next(r["p50_ms"] for r in ours if r["concurrency"] == 1),
         "p99_ms_c256": next(r["p99_ms"] for r in ours if r["concurrency"] == 256),
+        "lag_p99_s_under_write_load": lag.get("p99_s"),
+        "projection_lag_under_write_load": {**lag, "projections": PLAIN, "concurrency": CONCURRENCY[-1],
+                                            "goal_p99_s": 1.0},
         "rows": rows,
         "quick": args.quick,
         "duration_s": duration_s,
@@ -151,6 +230,8 @@ def main() -> None:
                 ["system", "concurrency", "cmds_per_s", "p50_ms", "p99_ms", "failures"])
     print(f"eventray {best_ours:,.0f} cmds/s vs eventsourcing {best_peer:,.0f} cmds/s "
           f"= {best_ours / best_peer:.1f}x; results in {path}")
+    print(f"projection lag at c={CONCURRENCY[-1]}: p50 {lag.get('p50_s', float('nan')):.2f}s "
+          f"p99 {lag.get('p99_s', float('nan')):.2f}s over {lag.get('samples', 0)} samples")
 
 
 if __name__ == "__main__":
