@@ -89,10 +89,18 @@ class LagSampler:
         ends, store = LogEnds(s.kafka_address, self._rt.topic, s.partitions), ProjectionStore(s.dsn)
         versions = store.current_versions(self._rt.topic, self._names)
         waiting: list[tuple[float, dict[int, int]]] = []
+        drain_until = None
         try:
-            while not self._stop.wait(self._every):
+            while True:
+                if drain_until is not None:
+                    time.sleep(self._every)
+                elif self._stop.wait(self._every):
+                    drain_until = time.perf_counter() + 10.0  # the load ended: resolve the samples taken
+                if drain_until is not None and (not waiting or time.perf_counter() > drain_until):
+                    break
                 now = time.perf_counter()
-                waiting.append((now, ends()))
+                if drain_until is None:
+                    waiting.append((now, ends()))
                 applied = [store.progress(n, v)[0] for n, v in versions.items()]
                 done = time.perf_counter()
                 still = []
