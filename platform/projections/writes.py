@@ -3,7 +3,8 @@
 Handlers only buffer: ``append`` (a new row of an append-only table), ``create`` (a new keyed
 row) and ``update`` (set columns of a keyed row). Updates to a row created in the same batch
 fold into it, and several updates of one row fold into one, so a batch costs one COPY per
-table for new rows and one pipelined UPDATE per distinct row changed.
+table for new rows and one pipelined UPDATE per distinct row changed (from
+:data:`BULK_UPDATE_ROWS` rows on, one COPY into a temporary table and one ``UPDATE ... FROM``).
 """
 
 from __future__ import annotations
@@ -106,10 +107,41 @@ class BatchWrites:
                 for key, changes in buf.updated.items():
                     shape = tuple(changes)
                     by_shape.setdefault(shape, []).append((*changes.values(), *key))
-                for shape, params in by_shape.items():
+                for n, (shape, params) in enumerate(by_shape.items()):
+                    if len(params) >= BULK_UPDATE_ROWS and not set(shape) & set(spec.key):
+                        _update_from_copy(cur, target, spec, shape, params, f"eventray_upd_{spec.name}_{n}")
+                        continue
                     stmt = sql.SQL("UPDATE {} SET {} WHERE {}").format(
                         target,
                         sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in shape),
                         sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in spec.key),
                     )
                     cur.executemany(stmt, params)
+
+
+#: from this many rows of one shape on, a batch's updates are COPYed into a temporary table and
+#: applied by one ``UPDATE ... FROM`` (a catch-up batch changes thousands of rows; one statement
+#: per row was a third of a projection host's time, benchmarks/replay)
+BULK_UPDATE_ROWS = 256
+
+
+def _update_from_copy(cur: Any, target: sql.Composable, spec: Table, shape: tuple[str, ...],
+                      params: list[tuple[Any, ...]], temp: str) -> None:
+    """``UPDATE target SET shape FROM (the rows COPYed into temp) WHERE key matches``, in the transaction."""
+    cols = [*shape, *spec.key]
+    ident = sql.Identifier(temp)
+    col_list = sql.SQL(", ").join(map(sql.Identifier, cols))
+    # the target's own column types, no constraints; dropped when the batch's transaction ends
+    cur.execute(sql.SQL("CREATE TEMPORARY TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
+        ident, col_list, target))
+    with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(ident, col_list)) as copy:
+        write_row = copy.write_row
+        for row in params:
+            write_row(row)
+    cur.execute(sql.SQL("UPDATE {} AS t SET {} FROM {} AS u WHERE {}").format(
+        target,
+        sql.SQL(", ").join(sql.SQL("{} = u.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in shape),
+        ident,
+        sql.SQL(" AND ").join(sql.SQL("t.{} = u.{}").format(sql.Identifier(k), sql.Identifier(k)) for k in spec.key),
+    ))
+    cur.execute(sql.SQL("DROP TABLE {}").format(ident))

@@ -184,3 +184,43 @@ async def test_hosts_rescale_4_2_1_4_while_events_flow(rt) -> None:
     wait_caught_up(s, "account_activity")
     assert read_model(s, "account_balances") == sorted((a, *v) for a, v in accounts_now.items())
     assert read_model(s, "account_activity") == activity
+
+
+@pytest.mark.parametrize("rows", [10, 600])
+def test_a_batch_of_updates_lands_whether_pipelined_or_copied_into_one_update(rt, rows) -> None:
+    import psycopg
+
+    from eventray.platform.projections.definition import Table
+    from eventray.platform.projections.writes import BULK_UPDATE_ROWS, BatchWrites
+
+    assert 10 < BULK_UPDATE_ROWS <= 600  # the two cases take the two paths
+    spec = Table("t", ("id", "owner", "balance", "status"), key=("id",))
+    with psycopg.connect(rt.settings.dsn) as conn:
+        conn.execute('CREATE SCHEMA s; CREATE TABLE s.t (id text PRIMARY KEY, owner text NOT NULL, '
+                     'balance bigint NOT NULL CHECK (balance >= 0), status text NOT NULL)')
+        first = BatchWrites([spec])
+        for i in range(rows):
+            first.create("t", {"id": f"a{i}", "owner": "o", "balance": i, "status": "open"})
+        with conn.cursor() as cur:
+            first.flush(cur, "s")
+        conn.commit()
+        second = BatchWrites([spec])
+        for i in range(rows):
+            second.update("t", f"a{i}", balance=i * 2 + 1)
+            second.update("t", f"a{i}", balance=i * 2)  # folds into one
+        for i in range(0, rows, 2):
+            second.update("t", f"a{i}", status="frozen")  # another shape
+        with conn.cursor() as cur:
+            second.flush(cur, "s")
+            assert cur.execute("SELECT to_regclass('eventray_upd_t_0')").fetchone()[0] is None  # dropped
+        conn.commit()
+        got = conn.execute("SELECT id, owner, balance, status FROM s.t").fetchall()
+        assert sorted(got) == sorted((f"a{i}", "o", i * 2, "frozen" if i % 2 == 0 else "open") for i in range(rows))
+        # a row the database refuses fails the whole batch, as the runner expects (it isolates it)
+        bad = BatchWrites([spec])
+        for i in range(rows):
+            bad.update("t", f"a{i}", balance=-1 if i == rows - 1 else 5)
+        with pytest.raises(psycopg.errors.CheckViolation), conn.cursor() as cur:
+            bad.flush(cur, "s")
+        conn.rollback()
+        assert conn.execute("SELECT count(*) FROM s.t WHERE balance = 5").fetchone()[0] == 0
