@@ -25,6 +25,7 @@ from eventray.platform.eventlog import DecodedRecord
 from eventray.platform.migrations import migrate
 from eventray.platform.projections.actor import NAMESPACE, runner_group, runner_name, stop_topic_runners
 from eventray.platform.projections.cli import status
+from eventray.platform.projections.host import host_group, place_hosts
 from eventray.platform.projections.reads import projection_status
 from eventray.platform.projections.replay import replay
 from eventray.platform.projections.runner import FaultPoint
@@ -199,6 +200,7 @@ async def test_replay_under_load_switches_atomically(rt) -> None:
     await send_ok(bus, [OpenAccount(aggregate_id=a, owner_id=f"o{i % 4}", currency="EUR") for i, a in enumerate(accounts)])
     await send_ok(bus, some_commands(rng, accounts, 2000))
     assert (await asyncio.to_thread(replay, rt, "account_balances")).new_version == 1
+    await asyncio.to_thread(place_hosts, rt, names=["account_balances"])  # the live version on its host
 
     stop = asyncio.Event()
     sent = 0
@@ -235,6 +237,8 @@ async def test_replay_under_load_switches_atomically(rt) -> None:
         stop.set()
         await asyncio.gather(*tasks)
         assert report.old_version == 1 and report.new_version == 2
+        [host] = [ray.get(h.describe.remote()) for h in host_group(rt.topic, "main").handles().values()]
+        assert sorted(host["projections"]) == ["account_balances v2"]  # the host took the new version on
         assert sent > 0 and polls > 10
         assert [s.version for s in await projection_status(pool) if s.name == "account_balances"] == [2]
     with psycopg.connect(rt.settings.dsn) as conn:
@@ -247,7 +251,7 @@ async def test_replay_under_load_switches_atomically(rt) -> None:
 # --- poison event ---------------------------------------------------------------------------
 
 
-async def test_poison_event_is_dead_lettered_and_the_runner_goes_on(rt, monkeypatch, capsys) -> None:
+async def test_poison_event_is_dead_lettered_and_the_host_goes_on(rt, monkeypatch, capsys) -> None:
     from kafka import KafkaProducer
 
     from eventray.platform.cli import main
@@ -257,6 +261,7 @@ async def test_poison_event_is_dead_lettered_and_the_runner_goes_on(rt, monkeypa
     accounts = [f"p-{i}" for i in range(20)]
     await send_ok(bus, [OpenAccount(aggregate_id=a, owner_id="o", currency="EUR") for a in accounts])
     replay(rt, "account_activity")
+    place_hosts(rt, names=["account_activity"])  # its host applies what follows
 
     poison_key = next(a for a in accounts if bus.partition_of(a) == 0)
     producer = KafkaProducer(bootstrap_servers=rt.settings.kafka_address,
