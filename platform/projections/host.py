@@ -92,6 +92,10 @@ class _Member:
         self.name, self.version, self.runners = name, version, runners
         self.parked: str | None = None
 
+    def close(self) -> None:
+        for runner in self.runners.values():
+            runner.close()
+
 
 @ray.remote(**ACTOR_DEFAULTS)
 class ProjectionHostActor:
@@ -228,6 +232,10 @@ class ProjectionHostActor:
                                   client_id=f"eventray-projection-host-{self._group}-{self._partitions[0]}")
         decode_many = rt.codec.decode_many
         try:
+            # after an error the stored offsets are the truth (a COMMIT may have landed unseen)
+            for member in list(self._members.values()):
+                if any(r.resume() is None for r in member.runners.values()):
+                    self._drop(member)
             self._refresh(reader, reset_parked=False)
             while not self._stop.is_set():
                 if self._refresh_wanted.is_set():
@@ -290,7 +298,9 @@ class ProjectionHostActor:
 
     def _drop(self, member: _Member) -> None:
         with self._lock:
-            self._members.pop((member.name, member.version), None)
+            if self._members.get((member.name, member.version)) is member:
+                del self._members[(member.name, member.version)]
+        member.close()
         self._resync = True
 
     def _refresh(self, reader: Any, *, reset_parked: bool) -> None:
@@ -298,9 +308,8 @@ class ProjectionHostActor:
         self._refresh_wanted.clear()
         current = self._store.current_versions(self._rt.topic, self._names)
         wanted = {(n, v) for n, v in current.items()}
-        with self._lock:
-            for key in [k for k in self._members if k not in wanted]:
-                del self._members[key]
+        for key in [k for k in self._members if k not in wanted]:
+            self._drop(self._members[key])
         for name, version in sorted(wanted):
             member = self._members.get((name, version))
             if member is not None and not (reset_parked and member.parked):
@@ -313,7 +322,10 @@ class ProjectionHostActor:
                 if info is not None and info.status == "stopped":
                     self._store.set_status(name, version, "live", None)
             with self._lock:
+                old = self._members.get((name, version))
                 self._members[(name, version)] = member
+            if old is not None:  # a parked one, rebuilt
+                old.close()
         self._sync_reader(reader, seek=True)
         with self._refresh_done:
             self._refreshes += 1

@@ -301,6 +301,10 @@ class PartitionRunner:
         return DeadLetter(partition=self.partition, offset=record[0], reason=reason, raw=bytes(record[2]),
                           event_type=event_type, key=record[1])
 
+    def close(self) -> None:
+        """Close the runner's store connection."""
+        self._store.close()
+
     def describe(self) -> dict[str, Any]:
         elapsed = time.monotonic() - self.started_at if self.started_at else 0.0
         return {
