@@ -25,6 +25,7 @@ stops applying it, keeps applying the others, and the version's status says why
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from typing import Any
@@ -376,13 +377,13 @@ class ProjectionHostActor:
         if self._ends_reader is None:
             self._ends_reader = PartitionsReader(self._rt.settings.kafka_address, self._rt.topic, self._partitions,
                                                  client_id=f"eventray-metrics-host-{self._group}")
-        self._ends = self._ends_reader.last_stable_offsets()
+        self._ends.update(self._ends_reader.last_stable_offsets())  # in place: the gauges hold its __getitem__
         for m in members:
             for p, runner in m.runners.items():
                 key = (m.name, m.version, p)
                 if key not in self._metrics:
                     self._metrics[key] = metrics.ProjectionMetrics(m.name, p, runner.describe,
-                                                                   lambda p=p: self._ends[p])
+                                                                   functools.partial(self._ends.__getitem__, p))
                 self._metrics[key].export()
 
 
