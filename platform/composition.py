@@ -151,18 +151,18 @@ class Runtime:
         """One transactional id per partition, whichever actor owns it: fencing follows the partition."""
         return f"eventray:{self.topic}:{partition}"
 
-    def build_writer(self, partition: int) -> Any:  # -> TransactionalWriter
-        from eventray.platform.eventlog.writer import TransactionalWriter
+    def build_writer(self, partition: int) -> Any:  # -> TransactionalWriter or RdKafkaTransactionalWriter
+        from eventray.platform.eventlog.writer import make_writer
 
-        return TransactionalWriter(bootstrap=self.settings.kafka_address, topic=self.topic, partition=partition,
-                                   transactional_id=self.transactional_id(partition),
-                                   transaction_timeout_ms=self.settings.transaction_timeout_ms)
+        return make_writer(self.settings.kafka_client, bootstrap=self.settings.kafka_address, topic=self.topic,
+                           partition=partition, transactional_id=self.transactional_id(partition),
+                           transaction_timeout_ms=self.settings.transaction_timeout_ms)
 
     def reader(self, partition: int, *, topic: str | None = None, **options: Any) -> Any:  # -> PartitionReader
         """A read_committed reader of one partition of the event topic (or ``topic``)."""
-        from eventray.platform.eventlog.reader import PartitionReader
+        from eventray.platform.eventlog.reader import make_reader
 
-        return PartitionReader(bootstrap=self.settings.kafka_address, topic=topic or self.topic,
+        return make_reader(self.settings.kafka_client, bootstrap=self.settings.kafka_address, topic=topic or self.topic,
                                partition=partition, **options)
 
     def read_decoded(self, partition: int, from_offset: int) -> Iterator[Any]:

@@ -91,6 +91,13 @@ class Settings(BaseSettings):
     partitions: int = 4
     dead_letter_topic: str = "eventray.dead-letters"
     transaction_timeout_ms: int = 60_000
+    kafka_client: Literal["kafka-python", "confluent-kafka"] = Field(
+        default="kafka-python", description="Kafka client of the shards' transactional writers and of the "
+        "event-log readers (shard recovery, projection hosts and runners, live subscriptions): 'kafka-python' "
+        "(pure Python) or 'confluent-kafka' (librdkafka, which fetches, parses, sends and commits in C threads "
+        "outside the GIL). Both pass the same event-log contract tests; saga coordinators, which commit "
+        "consumer offsets in their transactions, always use kafka-python"
+    )
 
     # --- the write path ---
     shards: int = 2

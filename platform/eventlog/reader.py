@@ -22,7 +22,7 @@ from eventray.platform.errors import ServiceUnavailable
 from eventray.platform.eventlog.codec import EventCodec
 from eventray.platform.eventlog.envelope import DecodedRecord, Undecodable
 
-__all__ = ["LogRecord", "PartitionReader", "PartitionsReader"]
+__all__ = ["LogRecord", "PartitionReader", "PartitionsReader", "make_partitions_reader", "make_reader"]
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,43 @@ except ImportError:
 _UNAVAILABLE = (kerr.KafkaConnectionError, kerr.KafkaTimeoutError, kerr.NodeNotReadyError)
 
 
-class PartitionReader:
+def stop_check(stop: threading.Event | Callable[[], bool] | None) -> Callable[[], bool]:
+    """``stop`` (an event, a callable or nothing) as a callable that says whether to stop."""
+    if stop is None:
+        return lambda: False
+    if isinstance(stop, threading.Event):
+        return stop.is_set
+    return stop
+
+
+class ReaderCommon:
+    """What both Kafka clients' one-partition readers share; a subclass defines ``read`` and ``close``."""
+
+    partition: int
+
+    def read(self, from_offset: int = 0, *, until: int | None = None) -> Iterator[list[LogRecord]]:
+        raise NotImplementedError  # pragma: no cover - each client defines it
+
+    def close(self) -> None:
+        raise NotImplementedError  # pragma: no cover - each client defines it
+
+    def read_events(
+        self, codec: EventCodec, from_offset: int = 0, *, until: int | None = None
+    ) -> Iterator[list[DecodedRecord | Undecodable]]:
+        """:meth:`read`, with each record decoded by ``codec``; bad records come back as
+        :class:`Undecodable` in their place (route them to the dead-letter topic)."""
+        decode_many = codec.decode_many
+        for batch in self.read(from_offset, until=until):
+            yield decode_many(batch, partition=self.partition)
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class PartitionReader(ReaderCommon):
     """Reads committed records of one partition, in offset order, in batches.
 
     Args:
@@ -171,15 +207,6 @@ class PartitionReader:
                     end=end,
                 )
 
-    def read_events(
-        self, codec: EventCodec, from_offset: int = 0, *, until: int | None = None
-    ) -> Iterator[list[DecodedRecord | Undecodable]]:
-        """:meth:`read`, with each record decoded by ``codec``; bad records come back as
-        :class:`Undecodable` in their place (route them to the dead-letter topic)."""
-        decode_many = codec.decode_many
-        for batch in self.read(from_offset, until=until):
-            yield decode_many(batch, partition=self.partition)
-
     def tail(
         self,
         from_offset: int,
@@ -197,13 +224,7 @@ class PartitionReader:
         Raises:
             ServiceUnavailable: Kafka could not be reached.
         """
-        stopped: Callable[[], bool]
-        if stop is None:
-            stopped = lambda: False  # noqa: E731
-        elif isinstance(stop, threading.Event):
-            stopped = stop.is_set
-        else:
-            stopped = stop
+        stopped = stop_check(stop)
         self._seek(from_offset)
         poll = self._consumer.poll
         tp = self._tp
@@ -229,11 +250,6 @@ class PartitionReader:
         except Exception as e:  # closing must not mask the caller's own error
             log.warning("closing reader %s[%d]: %s: %s", self.topic, self.partition, type(e).__name__, e)
 
-    def __enter__(self) -> PartitionReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class PartitionsReader:
@@ -312,3 +328,32 @@ class PartitionsReader:
             self._consumer.close(autocommit=False)
         except Exception as e:  # closing must not mask the caller's own error
             log.warning("closing reader %s%s: %s: %s", self.topic, self.partitions, type(e).__name__, e)
+
+
+def make_reader(client: str, bootstrap: str, topic: str, partition: int, **options: Any) -> Any:
+    """A reader of one partition on the Kafka client ``client`` (``"kafka-python"``, the
+    :class:`PartitionReader`, or ``"confluent-kafka"``); ``options`` as its constructor's."""
+    if client == "confluent-kafka":
+        from eventray.platform.eventlog.rdkafka_reader import RdKafkaPartitionReader
+
+        return RdKafkaPartitionReader(bootstrap, topic, partition, **options)
+    _check_client(client)
+    return PartitionReader(bootstrap, topic, partition, **options)
+
+
+def make_partitions_reader(client: str, bootstrap: str, topic: str, partitions: list[int], **options: Any) -> Any:
+    """A reader of several partitions with one consumer on the Kafka client ``client``."""
+    if client == "confluent-kafka":
+        from eventray.platform.eventlog.rdkafka_reader import RdKafkaPartitionsReader
+
+        return RdKafkaPartitionsReader(bootstrap, topic, partitions, **options)
+    _check_client(client)
+    return PartitionsReader(bootstrap, topic, partitions, **options)
+
+
+def _check_client(client: str) -> None:
+    if client != "kafka-python":
+        from eventray.platform.errors import ConfigurationError
+
+        raise ConfigurationError(f"unknown Kafka client {client!r}: set EVENTRAY_KAFKA_CLIENT to kafka-python "
+                                 "or confluent-kafka")

@@ -34,7 +34,7 @@ from eventray.platform.errors import (
     ServiceUnavailable,
 )
 
-__all__ = ["TransactionalWriter"]
+__all__ = ["KAFKA_CLIENTS", "TransactionalWriter", "make_writer"]
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,68 @@ class _Timeout(Exception):
     """A bounded wait on the transaction coordinator ran out."""
 
 
-class TransactionalWriter:
+class WriterLifecycle:
+    """What both Kafka clients' writers share: re-creating, closing and the fenced state.
+
+    A subclass sets ``transactional_id``, ``_producer``, ``_fenced`` and ``_needs_recreate``,
+    and defines ``init()`` and ``_shut(producer, timeout_s)``.
+    """
+
+    transactional_id: str
+    _producer: Any
+    _fenced: Fenced | None
+    _needs_recreate: bool
+
+    def init(self) -> None:  # pragma: no cover - each client defines it
+        raise NotImplementedError
+
+    def _shut(self, producer: Any, timeout_s: float) -> None:  # pragma: no cover - each client defines it
+        raise NotImplementedError
+
+    def recreate(self) -> None:
+        """Close the producer and :meth:`init` a new one with the same transactional id.
+
+        Needed after :class:`CommitOutcomeUnknown` (kafka-python has no KIP-890 epoch bump per
+        transaction, so the old producer must not go on). The new ``init_transactions`` makes
+        the coordinator complete or abort the previous transaction first; re-read the
+        partition afterwards to learn which.
+
+        Raises:
+            Fenced: this writer was fenced; it must not take the partition back.
+            ServiceUnavailable, ConfigurationError: as :meth:`init`.
+        """
+        if self._fenced is not None:
+            raise self._fenced
+        self._close_producer(timeout_s=0)
+        self._needs_recreate = True
+        self.init()
+
+    reset = recreate
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Close the producer; an open transaction is left to the coordinator to abort."""
+        self._close_producer(timeout_s)
+
+    def _close_producer(self, timeout_s: float) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                self._shut(producer, timeout_s)
+            except Exception as e:  # closing must not mask the error that led here
+                log.warning("closing producer %s: %s: %s", self.transactional_id, type(e).__name__, e)
+
+    @property
+    def usable(self) -> bool:
+        """True when :meth:`append_batch` may be called (initialised, not fenced, no unknown outcome)."""
+        return self._producer is not None and self._fenced is None and not self._needs_recreate
+
+    @property
+    def fenced(self) -> bool:
+        """True once a newer writer with the same transactional id took over."""
+        return self._fenced is not None
+
+
+class TransactionalWriter(WriterLifecycle):
     """Appends batches of records to one partition, one Kafka transaction per batch.
 
     Args:
@@ -162,47 +223,8 @@ class TransactionalWriter:
         self._needs_recreate = False
         log.info("writer %s owns %s[%d]", self.transactional_id, self.topic, self.partition)
 
-    def recreate(self) -> None:
-        """Close the producer and :meth:`init` a new one with the same transactional id.
-
-        Needed after :class:`CommitOutcomeUnknown` (kafka-python has no KIP-890 epoch bump per
-        transaction, so the old producer must not go on). The new ``init_transactions`` makes
-        the coordinator complete or abort the previous transaction first; re-read the
-        partition afterwards to learn which.
-
-        Raises:
-            Fenced: this writer was fenced; it must not take the partition back.
-            ServiceUnavailable, ConfigurationError: as :meth:`init`.
-        """
-        if self._fenced is not None:
-            raise self._fenced
-        self._close_producer(timeout_s=0)
-        self._needs_recreate = True
-        self.init()
-
-    reset = recreate
-
-    def close(self, timeout_s: float = 5.0) -> None:
-        """Close the producer; an open transaction is left to the coordinator to abort."""
-        self._close_producer(timeout_s)
-
-    def _close_producer(self, timeout_s: float) -> None:
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            try:
-                producer.close(timeout=timeout_s)
-            except Exception as e:  # closing must not mask the error that led here
-                log.warning("closing producer %s: %s: %s", self.transactional_id, type(e).__name__, e)
-
-    @property
-    def usable(self) -> bool:
-        """True when :meth:`append_batch` may be called (initialised, not fenced, no unknown outcome)."""
-        return self._producer is not None and self._fenced is None and not self._needs_recreate
-
-    @property
-    def fenced(self) -> bool:
-        """True once a newer writer with the same transactional id took over."""
-        return self._fenced is not None
+    def _shut(self, producer: Any, timeout_s: float) -> None:
+        producer.close(timeout=timeout_s)
 
     # --- writing -----------------------------------------------------------------------------
 
@@ -375,3 +397,25 @@ class TransactionalWriter:
             "call recreate() and re-read the partition",
             transactional_id=self.transactional_id,
         ) from error
+
+
+#: the values of the ``kafka_client`` setting
+KAFKA_CLIENTS = ("kafka-python", "confluent-kafka")
+
+
+def make_writer(client: str, bootstrap: str, topic: str, partition: int, transactional_id: str,
+                **options: Any) -> Any:
+    """A transactional writer of ``topic[partition]`` on the Kafka client ``client``.
+
+    ``client`` is ``"kafka-python"`` (:class:`TransactionalWriter`) or ``"confluent-kafka"``
+    (:class:`~eventray.platform.eventlog.rdkafka_writer.RdKafkaTransactionalWriter`); both keep
+    the same contract. ``options`` are the constructor's keyword arguments.
+    """
+    if client == "kafka-python":
+        return TransactionalWriter(bootstrap, topic, partition, transactional_id, **options)
+    if client == "confluent-kafka":
+        from eventray.platform.eventlog.rdkafka_writer import RdKafkaTransactionalWriter
+
+        return RdKafkaTransactionalWriter(bootstrap, topic, partition, transactional_id, **options)
+    raise ConfigurationError(f"unknown Kafka client {client!r}: set EVENTRAY_KAFKA_CLIENT to one of "
+                             f"{', '.join(KAFKA_CLIENTS)}")

@@ -226,11 +226,11 @@ class ProjectionHostActor:
             self._stop.wait(1.0)
 
     def _run(self) -> None:
-        from eventray.platform.eventlog.reader import PartitionsReader
+        from eventray.platform.eventlog.reader import make_partitions_reader
 
         rt = self._rt
-        reader = PartitionsReader(rt.settings.kafka_address, rt.topic, self._partitions,
-                                  client_id=f"eventray-projection-host-{self._group}-{self._partitions[0]}")
+        reader = make_partitions_reader(rt.settings.kafka_client, rt.settings.kafka_address, rt.topic, self._partitions,
+                                        client_id=f"eventray-projection-host-{self._group}-{self._partitions[0]}")
         decode_many = rt.codec.decode_many
         try:
             # after an error the stored offsets are the truth (a COMMIT may have landed unseen)

@@ -14,7 +14,9 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from eventray.platform.errors import CommitFailed, ConfigurationError, Fenced
-from eventray.platform.eventlog import PartitionReader, TransactionalWriter, ensure_topic, partition_for
+from eventray.platform.eventlog import ensure_topic, partition_for
+from eventray.platform.eventlog.reader import make_partitions_reader, make_reader
+from eventray.platform.eventlog.writer import KAFKA_CLIENTS, make_writer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -31,12 +33,18 @@ def topic(bootstrap) -> str:
     return name
 
 
-@pytest.fixture()
-def writers():
-    made: list[TransactionalWriter] = []
+@pytest.fixture(params=KAFKA_CLIENTS)
+def kafka_client(request) -> str:
+    """Each writer contract test runs on both Kafka clients."""
+    return request.param
 
-    def make(bootstrap: str, topic: str, txid: str | None = None, **kw) -> TransactionalWriter:
-        w = TransactionalWriter(bootstrap, topic, 0, txid or f"tx-{topic}", commit_timeout_s=20, **kw)
+
+@pytest.fixture()
+def writers(kafka_client):
+    made: list = []
+
+    def make(bootstrap: str, topic: str, txid: str | None = None, **kw):
+        w = make_writer(kafka_client, bootstrap, topic, 0, txid or f"tx-{topic}", commit_timeout_s=20, **kw)
         w.init()
         made.append(w)
         return w
@@ -46,8 +54,8 @@ def writers():
         w.close(timeout_s=1)
 
 
-def read_all(bootstrap: str, topic: str, from_offset: int = 0) -> list[tuple[int, bytes | None, bytes]]:
-    with PartitionReader(bootstrap, topic, 0, stall_timeout_s=10) as reader:
+def read_all(bootstrap: str, topic: str, client: str, from_offset: int = 0) -> list[tuple[int, bytes | None, bytes]]:
+    with make_reader(client, bootstrap, topic, 0, stall_timeout_s=10) as reader:
         return [rec for batch in reader.read(from_offset) for rec in batch]
 
 
@@ -66,19 +74,19 @@ def open_transaction(bootstrap: str, topic: str, values: list[bytes]) -> KafkaPr
     return p
 
 
-def test_a_batch_commits_atomically_with_its_offsets(bootstrap, topic, writers):
+def test_a_batch_commits_atomically_with_its_offsets(bootstrap, topic, writers, kafka_client):
     w = writers(bootstrap, topic)
     offsets = w.append_batch(records("a", 50))
     assert offsets == list(range(50))
-    got = read_all(bootstrap, topic)
+    got = read_all(bootstrap, topic, kafka_client)
     assert [o for o, _, _ in got] == offsets
     assert [v for _, _, v in got] == [v for _, v in records("a", 50)]
     assert all(k == b"agg-1" for _, k, _ in got)
-    with PartitionReader(bootstrap, topic, 0) as r:
+    with make_reader(kafka_client, bootstrap, topic, 0) as r:
         assert r.last_stable_offset() == offsets[-1] + 2  # the commit marker takes one offset
 
 
-def test_an_aborted_batch_is_invisible_under_read_committed(bootstrap, topic, writers):
+def test_an_aborted_batch_is_invisible_under_read_committed(bootstrap, topic, writers, kafka_client):
     # The client lets the 2 MB record through (max_request_size); the broker refuses it
     # (message.max.bytes ~1 MB) after the small records of the same transaction were written,
     # so the writer must abort a transaction that really is on the broker.
@@ -89,25 +97,25 @@ def test_an_aborted_batch_is_invisible_under_read_committed(bootstrap, topic, wr
         w.append_batch(doomed)
     assert w.usable  # the transaction was aborted cleanly: the writer goes on
     second = w.append_batch(records("ok2", 3))
-    got = read_all(bootstrap, topic)
+    got = read_all(bootstrap, topic, kafka_client)
     assert [v for _, _, v in got] == [v for _, v in records("ok1", 3) + records("ok2", 3)]
     assert [o for o, _, _ in got] == first + second
     assert second[0] > first[-1] + 2 + 200  # the aborted records took offsets in between
 
 
-def test_a_raw_aborted_transaction_is_skipped_and_the_read_ends(bootstrap, topic, writers):
+def test_a_raw_aborted_transaction_is_skipped_and_the_read_ends(bootstrap, topic, writers, kafka_client):
     w = writers(bootstrap, topic)
     w.append_batch(records("before", 2))
     p = open_transaction(bootstrap, topic, [b"aborted-1", b"aborted-2"])
     p.abort_transaction()
     p.close()
     t0 = time.monotonic()
-    got = read_all(bootstrap, topic)  # the log ends with aborted records and an abort marker
+    got = read_all(bootstrap, topic, kafka_client)  # the log ends with aborted records and an abort marker
     assert time.monotonic() - t0 < 5
     assert [v for _, _, v in got] == [b"before-0", b"before-1"]
 
 
-def test_zombie_writer_is_fenced(bootstrap, topic, writers):
+def test_zombie_writer_is_fenced(bootstrap, topic, writers, kafka_client):
     txid = f"shard-{topic}"
     old = writers(bootstrap, topic, txid)
     old.append_batch(records("old", 2))
@@ -120,11 +128,11 @@ def test_zombie_writer_is_fenced(bootstrap, topic, writers):
     with pytest.raises(Fenced):
         old.recreate()  # a fenced writer must never take the partition back
     new.append_batch(records("new", 2))
-    values = [v for _, _, v in read_all(bootstrap, topic)]
+    values = [v for _, _, v in read_all(bootstrap, topic, kafka_client)]
     assert values == [b"old-0", b"old-1", b"new-0", b"new-1"]
 
 
-def test_a_new_incarnation_aborts_the_zombies_open_transaction(bootstrap, topic, writers):
+def test_a_new_incarnation_aborts_the_zombies_open_transaction(bootstrap, topic, writers, kafka_client):
     txid = f"shard-{topic}"
     p = KafkaProducer(bootstrap_servers=bootstrap, transactional_id=txid, linger_ms=0)
     p.init_transactions()
@@ -133,46 +141,46 @@ def test_a_new_incarnation_aborts_the_zombies_open_transaction(bootstrap, topic,
     p.flush()
     new = writers(bootstrap, topic, txid)
     new.append_batch(records("new", 1))
-    assert [v for _, _, v in read_all(bootstrap, topic)] == [b"new-0"]
+    assert [v for _, _, v in read_all(bootstrap, topic, kafka_client)] == [b"new-0"]
     p.close(timeout=0)
 
 
-def test_order_is_kept_within_the_partition(bootstrap, topic, writers):
+def test_order_is_kept_within_the_partition(bootstrap, topic, writers, kafka_client):
     w = writers(bootstrap, topic)
     expected: list[bytes] = []
     for batch in range(10):
         recs = [(f"agg-{i % 7}".encode(), f"{batch}:{i}".encode()) for i in range(100)]
         w.append_batch(recs)
         expected += [v for _, v in recs]
-    got = read_all(bootstrap, topic)
+    got = read_all(bootstrap, topic, kafka_client)
     assert [v for _, _, v in got] == expected
     offsets = [o for o, _, _ in got]
     assert offsets == sorted(offsets)
 
 
-def test_read_stops_at_the_lso_while_a_transaction_is_open(bootstrap, topic, writers):
+def test_read_stops_at_the_lso_while_a_transaction_is_open(bootstrap, topic, writers, kafka_client):
     w = writers(bootstrap, topic)
     w.append_batch(records("committed", 3))
     other = open_transaction(bootstrap, topic, [b"pending"])
     w.append_batch(records("after", 2))  # committed, but behind the open transaction
     t0 = time.monotonic()
-    got = read_all(bootstrap, topic)
+    got = read_all(bootstrap, topic, kafka_client)
     assert time.monotonic() - t0 < 5, "the read must not wait for the open transaction"
     assert [v for _, _, v in got] == [b"committed-0", b"committed-1", b"committed-2"]
-    with PartitionReader(bootstrap, topic, 0) as r:
+    with make_reader(kafka_client, bootstrap, topic, 0) as r:
         assert r.last_stable_offset() == 4  # 3 records + commit marker; the open one starts at 4
     other.commit_transaction()
     other.close()
-    assert [v for _, _, v in read_all(bootstrap, topic)] == [
+    assert [v for _, _, v in read_all(bootstrap, topic, kafka_client)] == [
         b"committed-0", b"committed-1", b"committed-2", b"pending", b"after-0", b"after-1"
     ]
 
 
-def test_tail_sees_new_commits_and_stops_on_the_flag(bootstrap, topic, writers):
+def test_tail_sees_new_commits_and_stops_on_the_flag(bootstrap, topic, writers, kafka_client):
     w = writers(bootstrap, topic)
     stop = threading.Event()
     seen: list[bytes] = []
-    with PartitionReader(bootstrap, topic, 0, poll_timeout_ms=100) as reader:
+    with make_reader(kafka_client, bootstrap, topic, 0, poll_timeout_ms=100) as reader:
 
         def consume() -> None:
             for batch in reader.tail(0, stop=stop):
@@ -198,8 +206,8 @@ def test_ensure_topic_is_idempotent_and_refuses_another_partition_count(bootstra
     assert info.value.details["existing"] == 3
 
 
-def test_writer_refuses_to_write_before_init(bootstrap, topic):
-    w = TransactionalWriter(bootstrap, topic, 0, f"tx-{topic}")
+def test_writer_refuses_to_write_before_init(bootstrap, topic, kafka_client):
+    w = make_writer(kafka_client, bootstrap, topic, 0, f"tx-{topic}")
     with pytest.raises(CommitFailed, match="init"):
         w.append_batch(records("x", 1))
 
@@ -263,3 +271,51 @@ def test_partition_for_agrees_with_the_java_client(stack_settings, bootstrap, tm
     assert len(placed) == len(keys)
     assert len(set(placed.values())) > 1
     assert {k: partition_for(k, partitions) for k in keys} == placed
+
+
+def test_one_reader_of_many_partitions_pauses_seeks_and_ends_past_aborted_records(bootstrap, kafka_client):
+    name = f"test-eventlog-multi-{uuid.uuid4().hex[:12]}"
+    ensure_topic(bootstrap, name, 2, replication_factor=1)
+    w0 = make_writer(kafka_client, bootstrap, name, 0, f"tx-{name}-0", commit_timeout_s=20)
+    w1 = make_writer(kafka_client, bootstrap, name, 1, f"tx-{name}-1", commit_timeout_s=20)
+    w0.init()
+    w1.init()
+    try:
+        w0.append_batch(records("p0", 3))
+        w1.append_batch(records("p1", 2))
+        raw = KafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"raw-{uuid.uuid4().hex}", linger_ms=0)
+        raw.init_transactions()
+        raw.begin_transaction()
+        raw.send(name, value=b"aborted", key=b"k", partition=1)
+        raw.flush()
+        raw.abort_transaction()
+        raw.close()
+        reader = make_partitions_reader(kafka_client, bootstrap, name, [0, 1], poll_timeout_ms=200)
+        try:
+            assert reader.last_stable_offsets() == {0: 4, 1: 5}  # records + markers; p1: + aborted + marker
+            reader.seek(0, 0)
+            reader.seek(1, 0)
+            reader.pause(1)
+            seen: dict[int, list[bytes]] = {0: [], 1: []}
+            deadline = time.monotonic() + 15
+            while len(seen[0]) < 3 and time.monotonic() < deadline:
+                for p, batch in reader.poll().items():
+                    seen[p].extend(v for _, _, v in batch)
+            assert seen == {0: [b"p0-0", b"p0-1", b"p0-2"], 1: []}  # nothing from the paused partition
+            reader.resume(1)
+            while time.monotonic() < deadline and (len(seen[1]) < 2 or reader.position(1) < 5):
+                for p, batch in reader.poll().items():
+                    seen[p].extend(v for _, _, v in batch)
+            assert seen[1] == [b"p1-0", b"p1-1"]  # the aborted record is never delivered
+            assert reader.position(1) == 5  # ... but the position moved past it and its marker
+            assert reader.position(0) == 4
+            reader.seek(0, 1)
+            again: list[bytes] = []
+            while len(again) < 2 and time.monotonic() < deadline:
+                again.extend(v for _, _, v in reader.poll().get(0, []))
+            assert again == [b"p0-1", b"p0-2"]
+        finally:
+            reader.close()
+    finally:
+        w0.close(timeout_s=1)
+        w1.close(timeout_s=1)

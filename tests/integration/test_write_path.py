@@ -13,6 +13,7 @@ import ray
 from eventray.aggregates import ACCOUNT
 from eventray.aggregates.account import Deposit, OpenAccount, Withdraw
 from eventray.platform.composition import Runtime
+from eventray.platform.eventlog.writer import KAFKA_CLIENTS
 from eventray.platform.runtime.actors import NAMESPACE
 from eventray.platform.runtime.outcome import Outcome
 from eventray.platform.runtime.shard_actor import AggregateShard
@@ -23,11 +24,12 @@ from eventray.platform.runtime.shards import (
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture()
-def rt(stack_settings):
+@pytest.fixture(params=KAFKA_CLIENTS)
+def rt(stack_settings, request):
+    """A runtime whose shards write with each Kafka client in turn."""
     rt = Runtime.load(stack_settings.model_copy(update={
         "topic": f"it-write-{uuid.uuid4().hex[:8]}", "partitions": 4, "shards": 2,
-        "snapshot_interval_s": 0.5,
+        "snapshot_interval_s": 0.5, "kafka_client": request.param,
     }))
     rt.connect_ray()
     yield rt
