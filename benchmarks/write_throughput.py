@@ -1,12 +1,14 @@
 """Durable commands/s and latency through the command bus, against the `eventsourcing` library.
 
-    python -m benchmarks.write_throughput [--quick]
+    python -m benchmarks.write_throughput [--quick] [--clients both|kafka-python|confluent-kafka]
 
 The load: deposits spread over 10,000 accounts on 4 partitions, at 1, 16 and 256 concurrent
 clients. eventray's clients are asyncio tasks on the command bus (each waits for its
 command's Kafka commit); the peer's are threads on an `eventsourcing` Application with
 repository get and save on PostgreSQL, snapshotting on. Both run here, now, on the same
-PostgreSQL server. Writes benchmarks/results/write_throughput.json.
+PostgreSQL server. eventray runs once per Kafka client of its shard writers (kafka-python and
+confluent-kafka, on topics of their own), side by side in the same run; ``vs_peer_by_concurrency``
+divides each by the peer at the same concurrency. Writes benchmarks/results/write_throughput.json.
 
 While eventray's c=256 runs write, the bank's three plain projections run on their projection
 host (a database of the benchmark's own) and their lag is sampled every 100 ms, in seconds: for
@@ -23,6 +25,7 @@ import uuid
 from typing import Any
 
 from benchmarks._common import median, parser, percentile, print_table, write_results
+from eventray.platform.eventlog.writer import KAFKA_CLIENTS
 
 CONCURRENCY = (1, 16, 256)
 PLAIN = ["account_balances", "account_activity", "user_directory"]
@@ -148,7 +151,7 @@ async def run_eventray(rt, duration_s: float, repeats: int, progress,
             progress()
         if sampler is not None and lag is not None:
             lag.update(sampler.stop())
-        rows.append(_summary("eventray", c, runs))
+        rows.append({**_summary("eventray", c, runs), "kafka_client": rt.settings.kafka_client})
     stop_shards(rt)
     return rows
 
@@ -176,7 +179,10 @@ def run_peer(dsn: str, duration_s: float, repeats: int, progress) -> list[dict[s
 
 
 def main() -> None:
-    args = parser(__doc__.splitlines()[0]).parse_args()
+    ap = parser(__doc__.splitlines()[0])
+    ap.add_argument("--clients", choices=["both", *KAFKA_CLIENTS], default="both",
+                    help="the Kafka client(s) of eventray's shard writers, measured one after the other")
+    args = ap.parse_args()
     duration_s = 3.0 if args.quick else 10.0
     repeats = args.repeats or (3 if args.quick else 5)
 
@@ -199,32 +205,47 @@ def main() -> None:
     settings = base.model_copy(update={"topic": f"bench-write-{uuid.uuid4().hex[:8]}", "partitions": PARTITIONS,
                                        "database_url": base.dsn.rsplit("/", 1)[0] + "/" + db})
     migrate(settings.dsn)
-    rt = Runtime.load(settings)
-    total = 2 * len(CONCURRENCY) * repeats
-    lag: dict[str, Any] = {}
+    clients = list(KAFKA_CLIENTS) if args.clients == "both" else [args.clients]
+    total = (len(clients) + 1) * len(CONCURRENCY) * repeats
+    lags: dict[str, dict[str, Any]] = {}
+    ours: list[dict[str, Any]] = []
+    rt = None
     try:
         with Progress() as bar:
             task = bar.add_task("write throughput", total=total)
             step = lambda: bar.advance(task)  # noqa: E731
-            ours = asyncio.run(run_eventray(rt, duration_s, repeats, step, lag))
-            stop_topic_runners(rt)
+            for client in clients:  # side by side: same load, same stack, one client at a time
+                rt = Runtime.load(settings.model_copy(update={
+                    "kafka_client": client, "topic": f"bench-write-{uuid.uuid4().hex[:8]}"}))
+                lags[client] = {}
+                ours += asyncio.run(run_eventray(rt, duration_s, repeats, step, lags[client]))
+                stop_topic_runners(rt)
             peer = run_peer(settings.dsn, duration_s, repeats, step)
     finally:
-        stop_topic_runners(rt)
+        if rt is not None:
+            stop_topic_runners(rt)
         with psycopg.connect(base.dsn, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
     rows = ours + peer
-    best_ours = max(r["cmds_per_s"] for r in ours)
+    default = [r for r in ours if r["kafka_client"] == settings.kafka_client] or ours
+    best_ours = max(r["cmds_per_s"] for r in default)
     best_peer = max(r["cmds_per_s"] for r in peer)
+    peer_at = {r["concurrency"]: r["cmds_per_s"] for r in peer}
+    vs_peer = {client: {str(r["concurrency"]): round(r["cmds_per_s"] / peer_at[r["concurrency"]], 2)
+                        for r in ours if r["kafka_client"] == client} for client in clients}
+    lag = lags.get(settings.kafka_client) or next(iter(lags.values()))
     result = {
         "eventray_cmds_per_s": best_ours,
         "peer_cmds_per_s": best_peer,
         "ratio": best_ours / best_peer,
-        "p50_ms_c1": next(r["p50_ms"] for r in ours if r["concurrency"] == 1),
-        "p99_ms_c256": next(r["p99_ms"] for r in ours if r["concurrency"] == 256),
-        "lag_p99_s_under_write_load": lag.get("p99_s"),
+        "vs_peer_by_concurrency": vs_peer,
+        "goal_vs_peer_by_concurrency": {"1": 1.0, "16": 5.0, "256": 30.0},
+        "default_kafka_client": settings.kafka_client,
+        "p50_ms_c1": next(r["p50_ms"] for r in default if r["concurrency"] == 1),
+        "p99_ms_c256": next(r["p99_ms"] for r in default if r["concurrency"] == 256),
+        "lag_p99_s_under_write_load": max((v.get("p99_s") or 0.0) for v in lags.values()),
         "projection_lag_under_write_load": {**lag, "projections": PLAIN, "concurrency": CONCURRENCY[-1],
-                                            "goal_p99_s": 1.0},
+                                            "goal_p99_s": 1.0, "by_kafka_client": lags},
         "rows": rows,
         "quick": args.quick,
         "duration_s": duration_s,
@@ -235,7 +256,8 @@ def main() -> None:
     }
     path = write_results("write_throughput", result)
     print_table("write throughput (median of runs)", rows,
-                ["system", "concurrency", "cmds_per_s", "p50_ms", "p99_ms", "failures"])
+                ["system", "kafka_client", "concurrency", "cmds_per_s", "p50_ms", "p99_ms", "failures"])
+    print(f"eventray / peer at each concurrency: {vs_peer}")
     print(f"eventray {best_ours:,.0f} cmds/s vs eventsourcing {best_peer:,.0f} cmds/s "
           f"= {best_ours / best_peer:.1f}x; results in {path}")
     print(f"projection lag at c={CONCURRENCY[-1]}: p50 {lag.get('p50_s', float('nan')):.2f}s "
