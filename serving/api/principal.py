@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +58,7 @@ class TokenVerifier:
         self._leeway = settings.jwt_leeway_s
         self._secret = settings.hs256_secret
         self._rsa_keys: dict[str | None, Any] = {}
+        self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
         if settings.jwt_public_key_file is not None:
             self._rsa_keys[None] = _load_pem_public(settings.jwt_public_key_file.read_bytes())
         if settings.jwks_file is not None:
@@ -67,8 +69,28 @@ class TokenVerifier:
 
             raise ConfigurationError("no token keys: set EVENTRAY_JWT_SECRET (dev) or an RS256 key file")
 
+    #: verified tokens kept (their principal and expiry), so a client's next request skips the
+    #: signature check; the keys are fixed for the verifier's life, so a verified token stays valid
+    #: until it expires. The oldest entry goes first when it is full.
+    CACHE_MAX = 10_000
+
     def verify(self, token: str) -> Principal:
         """The principal a valid token names; raises :class:`InvalidToken` otherwise."""
+        cache = self._verified
+        hit = cache.get(token)
+        if hit is not None:
+            principal, expires = hit
+            if time.time() <= expires + self._leeway:
+                cache.move_to_end(token)
+                return principal
+            del cache[token]
+        principal, expires = self._verify(token)
+        cache[token] = (principal, expires)
+        if len(cache) > self.CACHE_MAX:
+            cache.popitem(last=False)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             header = jwt.get_unverified_header(token)
             alg = header.get("alg")
@@ -90,7 +112,7 @@ class TokenVerifier:
         role = claims.get("role")
         if role not in ROLES:
             raise InvalidToken(f"role must be one of {', '.join(ROLES)}")
-        return Principal(subject=str(claims["sub"]), role=role)
+        return Principal(subject=str(claims["sub"]), role=role), float(claims["exp"])
 
 
 def _load_pem_public(pem: bytes) -> Any:
