@@ -113,6 +113,19 @@ def ensure_wrk() -> str:
     raise SystemExit("wrk is missing: sudo apt-get install -y wrk")
 
 
+def run_wrk(url: str, script: Path, connections: int, seconds: int) -> tuple[dict[str, Any] | None, str]:
+    """Run wrk with ``script`` (whose ``done`` prints ``JSON{...}``); ``(that JSON, "")``, or
+    ``(None, why)`` when wrk failed. Its timeout is shorter than the run, so a request that never
+    answers is counted."""
+    threads = 1 if connections == 1 else 2
+    proc = subprocess.run([ensure_wrk(), f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout",
+                           f"{seconds - 1}s", "-s", str(script), url], capture_output=True, text=True, check=False)
+    found = re.search(r"JSON(\{.*\})", proc.stdout)
+    if proc.returncode != 0 or not found:
+        return None, f"wrk rc {proc.returncode}: {(proc.stderr or proc.stdout)[-300:]}"
+    return json.loads(found.group(1)), ""
+
+
 def wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str, Any]:
     """One wrk point.
 
@@ -122,15 +135,9 @@ def wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str, Any
     "0 requests, 0 errors").
     """
     seconds = max(seconds, 3)  # wrk looks for timed-out requests every 2 s
-    timeout = seconds - 1  # shorter than the run, so a request that never answers is counted
-    threads = 1 if connections == 1 else 2
-    proc = subprocess.run([ensure_wrk(), f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout",
-                           f"{timeout}s", "-s", str(script), url], capture_output=True, text=True, check=False)
-    found = re.search(r"JSON(\{.*\})", proc.stdout)
-    if proc.returncode != 0 or not found:
-        return {"rps": 0.0, "p50_ms": None, "p99_ms": None, "requests": 0, "errors": connections,
-                "failed": f"wrk rc {proc.returncode}: {(proc.stderr or proc.stdout)[-300:]}"}
-    st = json.loads(found.group(1))
+    st, failed = run_wrk(url, script, connections, seconds)
+    if st is None:
+        return {"rps": 0.0, "p50_ms": None, "p99_ms": None, "requests": 0, "errors": connections, "failed": failed}
     # wrk's own count includes requests it gave up on; ours are the answered ones
     unanswered = max(0, st["sent"] - st["answered"])
     ok = st["answered"] - st["non2xx"] - st["bad"]
