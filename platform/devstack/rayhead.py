@@ -35,11 +35,15 @@ _MAX_TEMP_DIR_LEN = 40
 #: instead of a thread of its own that every awaited call must cross; in benchmarks.graphql it
 #: took a deposit's p50 at c=1 from 73 ms to 12 ms and doubled the deposits/s at c=32 (direct
 #: ingress both times). The GraphQL app never blocks its loop (every resolver is async; blocking
-#: work goes to threads). A value already in the environment wins (e.g. ``=0`` to opt out).
+#: work goes to threads). The bundle would also route a DeploymentHandle's requests on the loop
+#: that first used it; a projection host calls the model deployments from a loop per batch
+#: ("got Future ... attached to a different loop"), so the router keeps its own loop. A value
+#: already in the environment wins (e.g. ``=0`` to opt out).
 SERVE_ENV = {
     "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
     "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "1",
 }
 
 #: quieter when idle (benchmarks/idle.py): Ray's log monitor globs the session's log folder every
