@@ -21,15 +21,12 @@ was fetched, past aborted records and transaction markers, which are never deliv
 from __future__ import annotations
 
 import logging
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
 from typing import Any
 
 from eventray.platform.errors import ServiceUnavailable
 from eventray.platform.eventlog.rdkafka_writer import _kafka
-from eventray.platform.eventlog.reader import LogRecord, ReaderCommon, stop_check
+from eventray.platform.eventlog.reader import LogRecord, ReaderCommon
 
 __all__ = ["RdKafkaPartitionReader", "RdKafkaPartitionsReader"]
 
@@ -187,58 +184,12 @@ class RdKafkaPartitionReader(ReaderCommon):
 
     # --- reading -----------------------------------------------------------------------------
 
-    def read(self, from_offset: int = 0, *, until: int | None = None) -> Iterator[list[LogRecord]]:
-        """Yield batches of committed ``(offset, key, value)`` from ``from_offset`` up to the LSO.
+    def _seek(self, offset: int) -> None:
+        self._c.seek(self.partition, offset)
 
-        Raises:
-            ServiceUnavailable: Kafka could not be reached, or the position stopped moving for
-                ``stall_timeout_s`` before the target offset.
-        """
-        end = self.last_stable_offset() if until is None else until
-        if from_offset >= end:
-            return
-        c, p = self._c, self.partition
-        c.seek(p, from_offset)
-        last_move = time.monotonic()
-        pos = from_offset
-        while pos < end:
-            got = c.consume(self._max_poll_records, self._poll_timeout_s).get(p)
-            new_pos = c.pos.get(p, pos)
-            if got:
-                batch = [r for r in got if r[0] < end] if got[-1][0] >= end else got
-                if batch:
-                    yield batch
-                if got[-1][0] + 1 >= end:
-                    return
-            if new_pos != pos:
-                pos = new_pos
-                last_move = time.monotonic()
-            elif time.monotonic() - last_move > self._stall_timeout_s:
-                raise ServiceUnavailable(
-                    f"reading {self.topic}[{p}] stalled at offset {pos} short of {end} "
-                    f"for {self._stall_timeout_s:.0f}s", position=pos, end=end)
-
-    def tail(
-        self,
-        from_offset: int,
-        *,
-        stop: threading.Event | Callable[[], bool] | None = None,
-        yield_empty: bool = False,
-    ) -> Iterator[list[LogRecord]]:
-        """Yield batches of committed records from ``from_offset`` as they are committed.
-
-        Raises:
-            ServiceUnavailable: no broker could be reached.
-        """
-        stopped = stop_check(stop)
-        c, p = self._c, self.partition
-        c.seek(p, from_offset)
-        while not stopped():
-            got = c.consume(self._max_poll_records, self._poll_timeout_s).get(p)
-            if got:
-                yield got
-            elif yield_empty:
-                yield []
+    def _fetch(self) -> tuple[list[LogRecord], int]:
+        got = self._c.consume(self._max_poll_records, self._poll_timeout_s).get(self.partition, [])
+        return got, self._c.pos[self.partition]
 
     # --- lifecycle ---------------------------------------------------------------------------
 

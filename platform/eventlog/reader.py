@@ -49,15 +49,91 @@ def stop_check(stop: threading.Event | Callable[[], bool] | None) -> Callable[[]
 
 
 class ReaderCommon:
-    """What both Kafka clients' one-partition readers share; a subclass defines ``read`` and ``close``."""
+    """What both Kafka clients' one-partition readers share: the bounded read, the tail, decoding.
 
+    A subclass sets ``topic``, ``partition`` and ``_stall_timeout_s``, and defines
+    ``last_stable_offset``, ``close``, ``_seek(offset)`` and ``_fetch()``: one poll, returning the
+    records it got (maybe none) and the position after it.
+    """
+
+    topic: str
     partition: int
+    _stall_timeout_s: float
 
-    def read(self, from_offset: int = 0, *, until: int | None = None) -> Iterator[list[LogRecord]]:
+    def last_stable_offset(self, timeout_s: float = 30.0) -> int:
         raise NotImplementedError  # pragma: no cover - each client defines it
 
     def close(self) -> None:
         raise NotImplementedError  # pragma: no cover - each client defines it
+
+    def _seek(self, offset: int) -> None:
+        raise NotImplementedError  # pragma: no cover - each client defines it
+
+    def _fetch(self) -> tuple[list[LogRecord], int]:
+        raise NotImplementedError  # pragma: no cover - each client defines it
+
+    def read(self, from_offset: int = 0, *, until: int | None = None) -> Iterator[list[LogRecord]]:
+        """Yield batches of committed ``(offset, key, value)`` from ``from_offset`` up to the LSO.
+
+        The stopping point is taken once, when the read starts (``until`` overrides it): a
+        transaction still open then is not waited for, and records committed after the start
+        are left for the next read or :meth:`tail`. Aborted records and transaction markers
+        are skipped; they still advance the position, so the read ends.
+
+        Raises:
+            ServiceUnavailable: Kafka could not be reached, or the position stopped moving for
+                ``stall_timeout_s`` before the target offset.
+        """
+        end = self.last_stable_offset() if until is None else until
+        if from_offset >= end:
+            return
+        self._seek(from_offset)
+        last_move = time.monotonic()
+        pos = from_offset
+        while pos < end:
+            got, new_pos = self._fetch()
+            if got:
+                batch = got if got[-1][0] < end else [r for r in got if r[0] < end]
+                if batch:
+                    yield batch
+                if got[-1][0] + 1 >= end:
+                    return
+            if new_pos != pos:
+                pos = new_pos
+                last_move = time.monotonic()
+            elif time.monotonic() - last_move > self._stall_timeout_s:
+                raise ServiceUnavailable(
+                    f"reading {self.topic}[{self.partition}] stalled at offset {pos} short of {end} "
+                    f"for {self._stall_timeout_s:.0f}s",
+                    position=pos,
+                    end=end,
+                )
+
+    def tail(
+        self,
+        from_offset: int,
+        *,
+        stop: threading.Event | Callable[[], bool] | None = None,
+        yield_empty: bool = False,
+    ) -> Iterator[list[LogRecord]]:
+        """Yield batches of committed records from ``from_offset`` as they are committed.
+
+        Runs until ``stop`` is set (a :class:`threading.Event` or a callable returning True),
+        checked after every poll, so at most ``poll_timeout_ms`` later; or until the caller
+        stops iterating. With ``yield_empty`` an empty batch is yielded after each idle poll,
+        so the caller can do periodic work (flush, deadlines) without a thread of its own.
+
+        Raises:
+            ServiceUnavailable: Kafka could not be reached.
+        """
+        stopped = stop_check(stop)
+        self._seek(from_offset)
+        while not stopped():
+            got, _ = self._fetch()
+            if got:
+                yield got
+            elif yield_empty:
+                yield []
 
     def read_events(
         self, codec: EventCodec, from_offset: int = 0, *, until: int | None = None
@@ -164,79 +240,13 @@ class PartitionReader(ReaderCommon):
 
     # --- reading -----------------------------------------------------------------------------
 
-    def read(self, from_offset: int = 0, *, until: int | None = None) -> Iterator[list[LogRecord]]:
-        """Yield batches of committed ``(offset, key, value)`` from ``from_offset`` up to the LSO.
-
-        The stopping point is taken once, when the read starts (``until`` overrides it): a
-        transaction still open then is not waited for, and records committed after the start
-        are left for the next read or :meth:`tail`. Aborted records and transaction markers
-        are skipped; they still advance the position, so the read ends.
-
-        Raises:
-            ServiceUnavailable: Kafka could not be reached, or the position stopped moving for
-                ``stall_timeout_s`` before the target offset.
-        """
-        end = self.last_stable_offset() if until is None else until
-        if from_offset >= end:
-            return
-        self._seek(from_offset)
-        poll = self._consumer.poll
-        tp = self._tp
-        last_move = time.monotonic()
-        pos = from_offset
-        while pos < end:
-            try:
-                got = poll(timeout_ms=self._poll_timeout_ms).get(tp)
-                new_pos = int(self._consumer.position(tp))
-            except _UNAVAILABLE as e:
-                raise ServiceUnavailable(f"reading {self.topic}[{self.partition}] failed: {e}") from e
-            if got:
-                batch = [(r.offset, r.key, r.value) for r in got if r.offset < end]
-                if batch:
-                    yield batch
-                if got[-1].offset + 1 >= end:
-                    return
-            if new_pos != pos:
-                pos = new_pos
-                last_move = time.monotonic()
-            elif time.monotonic() - last_move > self._stall_timeout_s:
-                raise ServiceUnavailable(
-                    f"reading {self.topic}[{self.partition}] stalled at offset {pos} short of {end} "
-                    f"for {self._stall_timeout_s:.0f}s",
-                    position=pos,
-                    end=end,
-                )
-
-    def tail(
-        self,
-        from_offset: int,
-        *,
-        stop: threading.Event | Callable[[], bool] | None = None,
-        yield_empty: bool = False,
-    ) -> Iterator[list[LogRecord]]:
-        """Yield batches of committed records from ``from_offset`` as they are committed.
-
-        Runs until ``stop`` is set (a :class:`threading.Event` or a callable returning True),
-        checked after every poll, so at most ``poll_timeout_ms`` later; or until the caller
-        stops iterating. With ``yield_empty`` an empty batch is yielded after each idle poll,
-        so the caller can do periodic work (flush, deadlines) without a thread of its own.
-
-        Raises:
-            ServiceUnavailable: Kafka could not be reached.
-        """
-        stopped = stop_check(stop)
-        self._seek(from_offset)
-        poll = self._consumer.poll
-        tp = self._tp
-        while not stopped():
-            try:
-                got = poll(timeout_ms=self._poll_timeout_ms).get(tp)
-            except _UNAVAILABLE as e:
-                raise ServiceUnavailable(f"tailing {self.topic}[{self.partition}] failed: {e}") from e
-            if got:
-                yield [(r.offset, r.key, r.value) for r in got]
-            elif yield_empty:
-                yield []
+    def _fetch(self) -> tuple[list[LogRecord], int]:
+        try:
+            got = self._consumer.poll(timeout_ms=self._poll_timeout_ms).get(self._tp)
+            position = int(self._consumer.position(self._tp))
+        except _UNAVAILABLE as e:
+            raise ServiceUnavailable(f"reading {self.topic}[{self.partition}] failed: {e}") from e
+        return ([(r.offset, r.key, r.value) for r in got] if got else []), position
 
     def _seek(self, offset: int) -> None:
         self._consumer.seek(self._tp, offset)
