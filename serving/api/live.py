@@ -76,7 +76,7 @@ class EventHub:
         self._subs: dict[tuple[str | None, str | None], set[Subscription]] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._started: asyncio.Future[None] | None = None
+        self._started: asyncio.Future[None] | None = None  # the task starting the tails
         self.delivered = 0
 
     @property
@@ -98,23 +98,26 @@ class EventHub:
                 del self._subs[sub.key]
 
     async def _ensure_started(self) -> None:
+        # The start runs as a task of its own: a first subscriber that goes away (its client
+        # disconnected) while the tails position must not leave the start pending for the next ones.
         if self._started is None:
-            loop = asyncio.get_running_loop()
-            self._started = loop.create_future()
-            positioned = [loop.create_future() for _ in range(self._partitions)]
-            for p in range(self._partitions):
-                t = threading.Thread(target=self._tail, args=(loop, p, positioned[p]),
-                                     name=f"eventray-live-{p}", daemon=True)
-                t.start()
-                self._threads.append(t)
-            try:
-                await asyncio.gather(*positioned)
-                self._started.set_result(None)
-            except Exception as e:
-                self._started.set_exception(e)
-                self._started = None
-                raise
-        await asyncio.shield(self._started)
+            self._started = asyncio.ensure_future(self._start(asyncio.get_running_loop()))
+        started = self._started
+        try:
+            await asyncio.shield(started)
+        except Exception:
+            if self._started is started:
+                self._started = None  # the next subscriber tries again
+            raise
+
+    async def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        positioned = [loop.create_future() for _ in range(self._partitions)]
+        for p in range(self._partitions):
+            t = threading.Thread(target=self._tail, args=(loop, p, positioned[p]),
+                                 name=f"eventray-live-{p}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        await asyncio.gather(*positioned)
 
     def _tail(self, loop: asyncio.AbstractEventLoop, partition: int, positioned: asyncio.Future[None]) -> None:
         try:
