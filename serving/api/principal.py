@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -10,7 +11,10 @@ from typing import Any
 
 import jwt
 
+from eventray.serving.api.jwks import JwksKeys, JwksUnavailable, check_url
 from eventray.serving.settings import ServingSettings
+
+log = logging.getLogger("eventray.serving.auth")
 
 ROLES = ("admin", "teller", "customer")
 ANONYMOUS_ROLE = "anonymous"
@@ -45,11 +49,13 @@ class InvalidToken(Exception):
 
 
 class TokenVerifier:
-    """Verifies HS256 (dev secret) and RS256 (public key or JWKS file) tokens.
+    """Verifies HS256 (dev secret) and RS256 (public key, JWKS file or JWKS URL) tokens.
 
-    Expiry (``exp`` required), audience and, when configured, issuer are checked. The
-    algorithm is taken from the key the token is checked against, never from the token alone,
-    so an HS256 token signed with an RS256 public key is refused.
+    Expiry (``exp`` required), audience and, when configured, issuer are checked, with a
+    bounded clock skew. The algorithm is taken from the key the token is checked against,
+    never from the token alone, so an HS256 token signed with an RS256 public key is refused.
+    The role is the ``role`` claim, else the strongest one the token's OAuth2 scopes grant
+    (``jwt_scope_roles``).
     """
 
     def __init__(self, settings: ServingSettings) -> None:
@@ -64,19 +70,33 @@ class TokenVerifier:
         if settings.jwks_file is not None:
             for jwk in json.loads(settings.jwks_file.read_text())["keys"]:
                 self._rsa_keys[jwk.get("kid")] = jwt.algorithms.RSAAlgorithm.from_jwk(json.dumps(jwk))
-        if self._secret is None and not self._rsa_keys:
+        self._scope_roles = dict(settings.jwt_scope_roles)
+        self._jwks: JwksKeys | None = None
+        self._jwks_generation = 0
+        if settings.jwks_url is not None:
+            self._jwks = JwksKeys(check_url(settings.jwks_url), cache_s=settings.jwks_cache_s,
+                                  refresh_min_s=settings.jwks_refresh_min_s, timeout_s=settings.jwks_timeout_s)
+        if self._secret is None and not self._rsa_keys and self._jwks is None:
             from eventray.platform.errors import ConfigurationError
 
-            raise ConfigurationError("no token keys: set EVENTRAY_JWT_SECRET (dev) or an RS256 key file")
+            raise ConfigurationError("no token keys: set EVENTRAY_JWT_SECRET (dev), EVENTRAY_JWKS_URL or an "
+                                     "RS256 key file")
 
     #: verified tokens kept (their principal and expiry), so a client's next request skips the
-    #: signature check; the keys are fixed for the verifier's life, so a verified token stays valid
-    #: until it expires. The oldest entry goes first when it is full.
+    #: signature check. A verified token stays valid until it expires, or until a JWKS refresh
+    #: withdraws or replaces a key (then all are checked again). The oldest entry goes first when full.
     CACHE_MAX = 10_000
 
     def verify(self, token: str) -> Principal:
         """The principal a valid token names; raises :class:`InvalidToken` otherwise."""
         cache = self._verified
+        jwks = self._jwks
+        if jwks is not None:
+            if jwks.due():
+                self._refresh_jwks(jwks)
+            if jwks.generation != self._jwks_generation:  # a key was withdrawn: verify every token again
+                cache.clear()
+                self._jwks_generation = jwks.generation
         hit = cache.get(token)
         if hit is not None:
             principal, expires = hit
@@ -96,9 +116,11 @@ class TokenVerifier:
             alg = header.get("alg")
             if alg == "HS256" and self._secret is not None:
                 key: Any = self._secret
-            elif alg == "RS256" and self._rsa_keys:
+            elif alg == "RS256" and (self._rsa_keys or self._jwks is not None):
                 kid = header.get("kid")
                 key = self._rsa_keys.get(kid) or (self._rsa_keys.get(None) if kid is None or len(self._rsa_keys) == 1 else None)
+                if key is None and self._jwks is not None:
+                    key = self._jwks_key(kid)
                 if key is None:
                     raise InvalidToken(f"unknown key id {kid!r}")
             else:
@@ -110,9 +132,31 @@ class TokenVerifier:
         except jwt.PyJWTError as e:
             raise InvalidToken(str(e)) from e
         role = claims.get("role")
+        if role is None:
+            role = self._role_from_scopes(claims)
         if role not in ROLES:
-            raise InvalidToken(f"role must be one of {', '.join(ROLES)}")
+            raise InvalidToken(f"role must be one of {', '.join(ROLES)} (a `role` claim, or a scope among "
+                               f"{', '.join(sorted(self._scope_roles))})")
         return Principal(subject=str(claims["sub"]), role=role), float(claims["exp"])
+
+    def _role_from_scopes(self, claims: dict[str, Any]) -> str | None:
+        raw = claims.get("scope", claims.get("scp"))
+        scopes = raw.split() if isinstance(raw, str) else [str(s) for s in raw] if isinstance(raw, list) else []
+        granted = {self._scope_roles[s] for s in scopes if s in self._scope_roles}
+        return next((r for r in ROLES if r in granted), None)  # ROLES is strongest first
+
+    def _jwks_key(self, kid: str | None) -> Any:
+        assert self._jwks is not None
+        try:
+            return self._jwks.key(kid)
+        except JwksUnavailable as e:
+            raise InvalidToken(f"no signing keys could be fetched: {e}") from e
+
+    def _refresh_jwks(self, jwks: JwksKeys) -> None:
+        try:
+            jwks.refresh()
+        except JwksUnavailable as e:
+            log.warning("%s", e)
 
 
 def _load_pem_public(pem: bytes) -> Any:
