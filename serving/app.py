@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from ariadne.asgi import GraphQL
-from ariadne.asgi.handlers import GraphQLHTTPHandler, GraphQLTransportWSHandler
 from ariadne.exceptions import WebSocketConnectionError
 from ariadne.explorer import ExplorerGraphiQL
 from starlette.applications import Starlette
@@ -26,7 +25,10 @@ from starlette.routing import Route, WebSocketRoute
 from eventray.platform.sagas.settings import SagaSettings
 from eventray.serving.api.document_cache import DocumentCache
 from eventray.serving.api.errors import format_error
+from eventray.serving.api.http import HardenedHTTPHandler
+from eventray.serving.api.http_cache import ReadModelCache, pool_positions
 from eventray.serving.api.limits import query_limits
+from eventray.serving.api.ws import CappedTransportWSHandler
 from eventray.serving.api.principal import ANONYMOUS, InvalidToken, TokenVerifier
 from eventray.serving.api.schema import executable_schema
 from eventray.serving.api.services import ApiServices
@@ -34,6 +36,7 @@ from eventray.serving.console.routes import mount_console
 from eventray.serving.metrics import Metrics
 from eventray.serving.middleware._asgi import PRINCIPAL, REQUEST_ID
 from eventray.serving.middleware.auth import AuthMiddleware, bearer
+from eventray.serving.middleware.body_limit import BodyLimitMiddleware
 from eventray.serving.middleware.cors import CORSMiddleware
 from eventray.serving.middleware.gzip import GZipMiddleware
 from eventray.serving.middleware.metrics import MetricsMiddleware
@@ -99,19 +102,24 @@ def build_app(rt: Any, serving: ServingSettings, *, behind_serve_proxy: bool = F
         else:
             raise WebSocketConnectionError({"message": "a bearer token is required", "code": "UNAUTHENTICATED"})
 
-    documents = DocumentCache()
+    documents = DocumentCache(hide_suggestions=not serving.suggestions_on)
+
+    async def positions(names: list[str]) -> list[tuple[str, int, int]]:
+        return await pool_positions(state["services"].pool, names)
+
     graphql = GraphQL(
         schema,
         context_value=context,
         query_parser=documents.parse,
         query_validator=documents.validate,
         error_formatter=format_error,
-        validation_rules=[query_limits(max_depth=serving.max_query_depth, max_cost=serving.max_query_cost,
-                                       default_first=serving.max_page_size)],
+        validation_rules=[query_limits(serving.query_limits)],
         execute_get_queries=True,
+        introspection=serving.introspection_on,
         explorer=ExplorerGraphiQL(title="eventray", explorer_plugin=True),
-        http_handler=GraphQLHTTPHandler(),
-        websocket_handler=GraphQLTransportWSHandler(on_connect=on_connect),
+        http_handler=HardenedHTTPHandler(serving, parse=documents.parse, cache=ReadModelCache(schema, positions)),
+        websocket_handler=CappedTransportWSHandler(max_per_subject=serving.max_subscriptions_per_subject,
+                                                   on_connect=on_connect),
     )
 
     @contextlib.asynccontextmanager
@@ -151,6 +159,7 @@ def build_app(rt: Any, serving: ServingSettings, *, behind_serve_proxy: bool = F
     # innermost first; requests pass them in the reverse order
     app = RateLimitMiddleware(app, rate=serving.rate_limit_per_s, burst=serving.rate_limit_burst)
     app = AuthMiddleware(app, verifier=verifier, allow_anonymous=serving.anonymous_allowed, sessions=console.gate)
+    app = BodyLimitMiddleware(app, max_bytes=serving.max_body_bytes)
     app = OperationMetrics(app)
     app = GZipMiddleware(app, minimum_size=serving.gzip_min_size, exclude_paths=console.unbuffered)
     app = CORSMiddleware(app, origins=serving.cors_origins)

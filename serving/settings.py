@@ -37,9 +37,19 @@ class ServingSettings(BaseSettings):
     jwt_secret: str | None = Field(default=None, description="HS256 secret; dev default when unset in dev")
     jwt_public_key_file: Path | None = Field(default=None, description="PEM public key for RS256")
     jwks_file: Path | None = Field(default=None, description="JWKS JSON file with RS256 keys (by kid)")
+    jwks_url: str | None = Field(default=None, description="an OAuth2 authorization server's JWKS endpoint; "
+                                 "keys are fetched, cached and refreshed when a token names an unknown kid")
+    jwks_cache_s: float = Field(default=300.0, gt=0, description="how long fetched JWKS keys are used before a refetch")
+    jwks_refresh_min_s: float = Field(default=30.0, ge=0, description="at least this long between two refetches "
+                                      "an unknown kid triggers")
+    jwks_timeout_s: float = Field(default=5.0, gt=0)
     jwt_audience: str = "eventray"
     jwt_issuer: str | None = None
-    jwt_leeway_s: int = 5
+    jwt_leeway_s: int = Field(default=5, ge=0, le=300, description="clock skew allowed on exp/nbf/iat, seconds")
+    jwt_scope_roles: dict[str, str] = Field(
+        default={"eventray:admin": "admin", "eventray:teller": "teller", "eventray:customer": "customer"},
+        description="OAuth2 scopes (the token's `scope` or `scp`) and the role each grants, for tokens without "
+        "a `role` claim; the strongest granted role wins")
 
     # --- abuse limits ---
     rate_limit_per_s: float = Field(default=500.0, description="token-bucket refill per subject")
@@ -48,6 +58,29 @@ class ServingSettings(BaseSettings):
     max_query_cost: int = 5000
     max_page_size: int = 100
     max_batch_commands: int = 1000
+    max_aliases: int = Field(default=30, ge=0, description="aliased fields per operation")
+    max_operations: int = Field(default=5, ge=1, description="operations per GraphQL document")
+    max_variables: int = Field(default=50, ge=0, description="variables per operation and per request")
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, description="request body limit; larger gets 413")
+    request_timeout_s: float = Field(default=30.0, gt=0, description="time limit of one GraphQL request")
+    max_subscriptions_per_subject: int = Field(default=16, ge=1, description="live subscriptions per caller "
+                                               "and replica")
+    operation_rate_limits: dict[str, float] = Field(
+        default={"submitCommands": 20.0},
+        description="per-subject requests per second of single root fields, beside the per-subject limit "
+        "(burst: two seconds' worth)")
+
+    # --- schema exposure ---
+    introspection: bool | None = Field(default=None, description="schema introspection (and GraphiQL); "
+                                       "default: on in dev, off in production, where on is refused")
+    graphql_suggestions: bool | None = Field(default=None, description='"Did you mean ...?" in validation '
+                                             "errors; default: on in dev, off in production")
+    persisted_queries_file: Path | None = Field(
+        default=None, description="a JSON object of sha256 hex -> query text: the persisted queries known in "
+        "advance (automatic persisted queries add to them unless persisted_queries_only)")
+    persisted_queries_only: bool | None = Field(
+        default=None, description="accept only queries from persisted_queries_file, by hash; default: on in "
+        "production when that file is set")
 
     # --- HTTP ---
     cors_origins: tuple[str, ...] = ("http://localhost:8000", "http://127.0.0.1:8000")
@@ -80,10 +113,57 @@ class ServingSettings(BaseSettings):
             if self.allow_anonymous:
                 raise ConfigurationError(
                     "EVENTRAY_ALLOW_ANONYMOUS=true is refused with EVENTRAY_PROFILE=production; unset it")
-            if self.jwt_public_key_file is None and self.jwks_file is None:
+            if self.jwt_secret is not None:
                 raise ConfigurationError(
-                    "production needs RS256 keys: set EVENTRAY_JWT_PUBLIC_KEY_FILE or EVENTRAY_JWKS_FILE")
+                    "HS256 (EVENTRAY_JWT_SECRET) is refused with EVENTRAY_PROFILE=production; unset it and give "
+                    "RS256 keys: EVENTRAY_JWKS_URL (an OAuth2 server), EVENTRAY_JWKS_FILE or "
+                    "EVENTRAY_JWT_PUBLIC_KEY_FILE")
+            if self.jwt_public_key_file is None and self.jwks_file is None and self.jwks_url is None:
+                raise ConfigurationError(
+                    "production needs RS256 keys: set EVENTRAY_JWKS_URL (an OAuth2 server), EVENTRAY_JWKS_FILE "
+                    "or EVENTRAY_JWT_PUBLIC_KEY_FILE")
+            if self.introspection:
+                raise ConfigurationError(
+                    "EVENTRAY_INTROSPECTION=true is refused with EVENTRAY_PROFILE=production; unset it")
+            if self.jwks_url is not None and not self.jwks_url.startswith("https://"):
+                raise ConfigurationError(
+                    f"EVENTRAY_JWKS_URL={self.jwks_url!r} is not https; production fetches keys over TLS only")
+        if self.persisted_queries_only and self.persisted_queries_file is None:
+            raise ConfigurationError(
+                "EVENTRAY_PERSISTED_QUERIES_ONLY=true needs EVENTRAY_PERSISTED_QUERIES_FILE (sha256 -> query)")
+        for role in self.jwt_scope_roles.values():
+            if role not in ("admin", "teller", "customer"):
+                raise ConfigurationError(
+                    f"EVENTRAY_JWT_SCOPE_ROLES maps a scope to {role!r}; roles are admin, teller and customer")
         return self
+
+    @property
+    def introspection_on(self) -> bool:
+        """Whether introspection (and the GraphiQL explorer) is served."""
+        return self.introspection if self.introspection is not None else self.profile == "dev"
+
+    @property
+    def suggestions_on(self) -> bool:
+        """Whether validation errors suggest field names."""
+        if self.profile == "production":
+            return False
+        return self.graphql_suggestions if self.graphql_suggestions is not None else True
+
+    @property
+    def only_persisted_queries(self) -> bool:
+        """Whether queries are accepted only by the hash of a known persisted query."""
+        if self.persisted_queries_only is not None:
+            return self.persisted_queries_only
+        return self.profile == "production" and self.persisted_queries_file is not None
+
+    @property
+    def query_limits(self) -> Any:
+        """The :class:`~eventray.serving.api.limits.QueryLimitSettings` of these settings."""
+        from eventray.serving.api.limits import QueryLimitSettings
+
+        return QueryLimitSettings(
+            max_depth=self.max_query_depth, max_cost=self.max_query_cost, default_first=self.max_page_size,
+            max_aliases=self.max_aliases, max_operations=self.max_operations, max_variables=self.max_variables)
 
     @property
     def autoscaling(self) -> dict[str, Any] | None:

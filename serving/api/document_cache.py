@@ -21,10 +21,13 @@ class DocumentCache:
     Args:
         max_size: distinct query texts kept.
         max_query_length: longer texts are refused before parsing.
+        hide_suggestions: leave "Did you mean ...?" out of validation errors (production).
     """
 
-    def __init__(self, *, max_size: int = 1024, max_query_length: int = 20_000) -> None:
+    def __init__(self, *, max_size: int = 1024, max_query_length: int = 20_000,
+                 hide_suggestions: bool = False) -> None:
         self._max = max_size
+        self._hide_suggestions = hide_suggestions
         self._max_len = max_query_length
         self._docs: OrderedDict[str, DocumentNode] = OrderedDict()
         self._errors: dict[int, list[GraphQLError]] = {}
@@ -53,7 +56,7 @@ class DocumentCache:
         cached = self._errors.get(key)
         if cached is not None:
             return cached
-        errors = validate(schema, document_ast, rules, max_errors)
+        errors = validate(schema, document_ast, rules, max_errors, hide_suggestions=self._hide_suggestions)
         if any(doc is document_ast for doc in self._docs.values()):
             self._errors[key] = errors
         return errors

@@ -97,6 +97,10 @@ def command_specs(
     return specs
 
 
+#: what one command mutation costs in a query's budget (a shard call and a Kafka transaction)
+COMMAND_COST = 10
+
+
 def commands_sdl(specs: Mapping[str, CommandSpec]) -> str:
     """The SDL of the inputs, the ``Mutation`` fields and ``CommandInput`` of ``specs``.
 
@@ -112,8 +116,8 @@ def commands_sdl(specs: Mapping[str, CommandSpec]) -> str:
         lines += [_field_sdl(f.graphql, f.type_sdl, f.description) for f in s.fields]
         lines += ["  commandId: ID", "  expectedVersion: Int"]
         parts.append(f"{_block(s.description)}input {s.input_type} {{\n" + "\n".join(lines) + "\n}")
-    mutations = [_field_sdl(f"{s.mutation}(input: {s.input_type}!)", "CommandResult!", s.description,
-                            first=i == 0) for i, s in enumerate(specs.values())]
+    mutations = [_field_sdl(f"{s.mutation}(input: {s.input_type}!)", f"CommandResult! @cost(weight: {COMMAND_COST})",
+                            s.description, first=i == 0) for i, s in enumerate(specs.values())]
     parts.append("extend type Mutation {\n" + "\n".join(mutations) + "\n}")
     members = "".join(f"\n  {s.mutation}: {s.input_type}" for s in specs.values())
     parts.append(f'"""Exactly one field set: the command to send."""\ninput CommandInput @oneOf {{{members}\n}}')

@@ -45,7 +45,7 @@ SUBMIT_COMMANDS_SDL = '''type Mutation {
   """
   Several commands in one request, for bulk clients; results come back in the same order.
   """
-  submitCommands(commands: [CommandInput!]!): [CommandResult!]!
+  submitCommands(commands: [CommandInput!]!): [CommandResult!]! @cost(weight: 100)
 }
 '''
 

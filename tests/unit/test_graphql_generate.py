@@ -39,6 +39,7 @@ from eventray.serving.api.generate import (
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_SDL = """
+directive @cost(weight: Int!, consistent: Int) on FIELD_DEFINITION
 scalar Money
 type Query { x: Int }
 type Mutation { _: Boolean }
