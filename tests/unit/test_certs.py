@@ -181,3 +181,18 @@ def test_client_options_per_library_and_the_dsn(tls_dir: Path, tmp_path: Path) -
     assert "sslmode='verify-full'" in kw and f"sslrootcert='{tls.ca}'" in kw
     assert Settings(home=tmp_path).dsn.endswith("/eventray")  # TLS off: the plain URL
 
+
+def test_a_tls_refusal_from_postgres_is_a_configuration_error_at_the_adapter_edge() -> None:
+    import psycopg
+
+    from eventray.platform._postgres import translate
+    from eventray.platform.errors import ServiceUnavailable
+
+    for text in ('connection to server at "127.0.0.1", port 5 failed: SSL error: tlsv1 alert unknown ca',
+                 "FATAL:  connection requires a valid client certificate",
+                 'FATAL:  no pg_hba.conf entry for host "127.0.0.1", user "eventray", database "x", no encryption'):
+        err = translate(psycopg.OperationalError(text), doing="connecting")
+        assert isinstance(err, ConfigurationError), text
+        assert "EVENTRAY_TLS_CERT_FILE" in err.message
+    dropped = translate(psycopg.OperationalError("SSL SYSCALL error: EOF detected"), doing="reading")
+    assert isinstance(dropped, ServiceUnavailable)  # a dropped connection stays retryable
