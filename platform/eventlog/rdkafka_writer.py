@@ -35,6 +35,7 @@ from eventray.platform.errors import (
     ServiceUnavailable,
 )
 from eventray.platform.eventlog.writer import WriterLifecycle
+from eventray.platform.tls import TLSFiles, kafka_options
 
 __all__ = ["RdKafkaTransactionalWriter"]
 
@@ -78,6 +79,7 @@ class RdKafkaTransactionalWriter(WriterLifecycle):
         retry_backoff_ms: int = 2,
         client_id: str | None = None,
         producer_configs: dict[str, Any] | None = None,
+        tls: TLSFiles | None = None,
     ) -> None:
         self.topic = topic
         self.partition = partition
@@ -100,6 +102,7 @@ class RdKafkaTransactionalWriter(WriterLifecycle):
             "socket.nagle.disable": True,
             "logger": logging.getLogger("eventray.eventlog.librdkafka"),
             "on_delivery": self._delivered,
+            **kafka_options(tls, "confluent-kafka"),
             **(producer_configs or {}),
         }
         self._producer: Any = None

@@ -33,6 +33,7 @@ from eventray.platform.errors import (
     Fenced,
     ServiceUnavailable,
 )
+from eventray.platform.tls import TLSFiles, kafka_options
 
 __all__ = ["KAFKA_CLIENTS", "TransactionalWriter", "make_writer"]
 
@@ -138,6 +139,7 @@ class TransactionalWriter(WriterLifecycle):
         max_block_ms: bound on ``init_transactions``, metadata and buffer waits.
         client_id: shows in broker logs and metrics.
         producer_configs: further :class:`kafka.KafkaProducer` settings (override the above).
+        tls: the client identity and CA (``Settings.tls_files()``); None means plaintext.
 
     Call :meth:`init` before the first :meth:`append_batch`.
     """
@@ -159,6 +161,7 @@ class TransactionalWriter(WriterLifecycle):
         retry_backoff_ms: int = 2,
         client_id: str | None = None,
         producer_configs: dict[str, Any] | None = None,
+        tls: TLSFiles | None = None,
     ) -> None:
         self.topic = topic
         self.partition = partition
@@ -178,6 +181,7 @@ class TransactionalWriter(WriterLifecycle):
             "compression_type": compression_type,
             "max_block_ms": max_block_ms,
             "retry_backoff_ms": retry_backoff_ms,
+            **kafka_options(tls, "kafka-python"),
             **(producer_configs or {}),
         }
         self._producer: KafkaProducer | None = None

@@ -74,7 +74,7 @@ def status(rt: Any) -> list[dict[str, Any]]:
         offs = {int(k): int(v) for k, v in (offsets or {}).items()}
         key = (topic, partitions)
         if key not in heads:
-            ends = LogEnds(settings.kafka_address, topic, partitions)
+            ends = LogEnds(settings.kafka_address, topic, partitions, tls=settings.tls_files())
             try:
                 heads[key] = ends()
             finally:
