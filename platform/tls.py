@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
 import ssl
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from eventray.platform.errors import ConfigurationError
+from eventray.platform.errors import ConfigurationError, EventrayError, ServiceUnavailable
 
-__all__ = ["KafkaClientLibrary", "TLSFiles", "kafka_options", "postgres_params"]
+__all__ = ["KafkaClientLibrary", "TLSFiles", "kafka_options", "kafka_unavailable", "postgres_params"]
 
 KafkaClientLibrary = Literal["kafka-python", "confluent-kafka"]
 
@@ -112,3 +114,46 @@ def postgres_params(tls: TLSFiles | None) -> dict[str, str]:
     tls.check()
     return {"sslmode": "verify-full", "sslrootcert": str(tls.ca), "sslcert": str(tls.cert),
             "sslkey": str(tls.key)}
+
+
+def kafka_unavailable(message: str, *, bootstrap: str, tls: TLSFiles | None) -> EventrayError:
+    """The error for a Kafka client that could not reach ``bootstrap``: TLS's fault or not.
+
+    The Kafka drivers retry a refused handshake until their timeout and then report only that
+    no broker answered. With TLS on this probes the first broker once: a certificate it refuses,
+    or one of its own that ``tls.ca`` does not trust, is a :class:`ConfigurationError` naming the
+    setting to fix (sending again fails the same way); anything else stays
+    :class:`ServiceUnavailable` (retryable).
+    """
+    refusal = _kafka_tls_refusal(bootstrap, tls) if tls is not None else None
+    if refusal is None:
+        return ServiceUnavailable(message, bootstrap=bootstrap)
+    return ConfigurationError(f"{message}. {refusal}", bootstrap=bootstrap)
+
+
+def _kafka_tls_refusal(bootstrap: str, tls: TLSFiles, timeout_s: float = 5.0) -> str | None:
+    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    context = ssl.create_default_context(cafile=str(tls.ca))
+    context.load_cert_chain(str(tls.cert), str(tls.key))
+    # ApiVersions v0, correlation id 1, client id "eventray-probe": any broker answers it
+    body = struct.pack("!hhih", 18, 0, 1, 14) + b"eventray-probe"
+    try:
+        raw = socket.create_connection((host, int(port)), timeout=timeout_s)
+    except (OSError, ValueError):
+        return None  # not reachable at all: not a TLS matter
+    try:
+        with context.wrap_socket(raw, server_hostname=host) as conn:
+            conn.sendall(struct.pack("!i", len(body)) + body)
+            conn.recv(4)
+    except ssl.SSLCertVerificationError as e:
+        return (f"The broker's certificate is not trusted ({e.verify_message}): set {_SETTING['ca']} to the CA "
+                "that signed it (and check that it names the bootstrap host)")
+    except ssl.SSLError as e:  # an alert from the broker: it judged the client's certificate
+        return (f"The broker refused this client's certificate ({e.reason or e}): {_SETTING['cert']} / "
+                f"{_SETTING['key']} must be a current certificate signed by the broker's CA")
+    except OSError:
+        return None  # reset, closed, timed out: no verdict on the certificates, stay retryable
+    finally:
+        raw.close()
+    return None

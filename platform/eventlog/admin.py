@@ -17,7 +17,7 @@ from kafka import KafkaAdminClient
 from kafka.partitioner.default import murmur2
 
 from eventray.platform.errors import ConfigurationError, ServiceUnavailable
-from eventray.platform.tls import TLSFiles, kafka_options
+from eventray.platform.tls import TLSFiles, kafka_options, kafka_unavailable
 
 __all__ = ["describe_partitions", "ensure_topic", "partition_for"]
 
@@ -55,7 +55,7 @@ def _admin(bootstrap: str, timeout_s: float, tls: TLSFiles | None) -> KafkaAdmin
             **kafka_options(tls, "kafka-python"),
         )
     except (kerr.KafkaConnectionError, kerr.KafkaTimeoutError) as e:
-        raise ServiceUnavailable(f"Kafka at {bootstrap} is not reachable: {e}", bootstrap=bootstrap) from e
+        raise kafka_unavailable(f"Kafka at {bootstrap} is not reachable: {e}", bootstrap=bootstrap, tls=tls) from e
 
 
 def describe_partitions(bootstrap: str, name: str, *, timeout_s: float = 30.0,

@@ -16,7 +16,7 @@ from kafka import KafkaProducer
 
 from eventray.platform.errors import ServiceUnavailable
 from eventray.platform.eventlog.envelope import Undecodable
-from eventray.platform.tls import TLSFiles, kafka_options
+from eventray.platform.tls import TLSFiles, kafka_options, kafka_unavailable
 
 __all__ = ["DeadLetterPublisher", "dead_letter_record"]
 
@@ -67,7 +67,7 @@ class DeadLetterPublisher:
                 **kafka_options(tls, "kafka-python"),
             )
         except (kerr.KafkaConnectionError, kerr.KafkaTimeoutError) as e:
-            raise ServiceUnavailable(f"Kafka is not reachable for dead letters: {e}") from e
+            raise kafka_unavailable(f"Kafka is not reachable for dead letters: {e}", bootstrap=bootstrap, tls=tls) from e
 
     def publish(self, items: Iterable[Undecodable], *, source_topic: str) -> int:
         """Write ``items`` and wait until the broker has them all.

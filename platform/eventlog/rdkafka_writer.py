@@ -35,7 +35,7 @@ from eventray.platform.errors import (
     ServiceUnavailable,
 )
 from eventray.platform.eventlog.writer import WriterLifecycle
-from eventray.platform.tls import TLSFiles, kafka_options
+from eventray.platform.tls import TLSFiles, kafka_options, kafka_unavailable
 
 __all__ = ["RdKafkaTransactionalWriter"]
 
@@ -86,6 +86,7 @@ class RdKafkaTransactionalWriter(WriterLifecycle):
         self.transactional_id = transactional_id
         self._commit_timeout_s = commit_timeout_s
         self._init_timeout_s = max_block_ms / 1000
+        self._bootstrap, self._tls = bootstrap, tls
         self._configs: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
             "client.id": client_id or f"eventray-writer-{topic}-{partition}",
@@ -137,10 +138,8 @@ class RdKafkaTransactionalWriter(WriterLifecycle):
             producer.flush(0)
             if err is not None and not err.retriable() and err.fatal():
                 raise ConfigurationError(f"Kafka refused transactional id {self.transactional_id}: {err.str()}") from e
-            raise ServiceUnavailable(
-                f"init_transactions for {self.transactional_id} failed: {err.str() if err else e}",
-                transactional_id=self.transactional_id,
-            ) from e
+            raise kafka_unavailable(f"init_transactions for {self.transactional_id} failed: {err.str() if err else e}",
+                                    bootstrap=self._bootstrap, tls=self._tls) from e
         self._producer = producer
         self._needs_recreate = False
         log.info("writer %s owns %s[%d] (librdkafka)", self.transactional_id, self.topic, self.partition)

@@ -21,7 +21,7 @@ from kafka import KafkaConsumer, TopicPartition
 from eventray.platform.errors import ServiceUnavailable
 from eventray.platform.eventlog.codec import EventCodec
 from eventray.platform.eventlog.envelope import DecodedRecord, Undecodable
-from eventray.platform.tls import TLSFiles, kafka_options
+from eventray.platform.tls import TLSFiles, kafka_options, kafka_unavailable
 
 __all__ = ["LogRecord", "PartitionReader", "PartitionsReader", "make_partitions_reader", "make_reader"]
 
@@ -218,7 +218,8 @@ class PartitionReader(ReaderCommon):
         try:
             self._consumer = KafkaConsumer(**configs)
         except _UNAVAILABLE as e:
-            raise ServiceUnavailable(f"Kafka is not reachable for reader {topic}[{partition}]: {e}") from e
+            raise kafka_unavailable(f"Kafka is not reachable for reader {topic}[{partition}]: {e}",
+                                    bootstrap=bootstrap, tls=tls) from e
         self._consumer.assign([self._tp])
 
     # --- positions ---------------------------------------------------------------------------
@@ -298,7 +299,8 @@ class PartitionsReader:
                 max_partition_fetch_bytes=max_partition_fetch_bytes, fetch_max_wait_ms=500,
                 check_crcs=_HAVE_C_CRC32C if check_crcs is None else check_crcs, **kafka_options(tls, "kafka-python"))
         except _UNAVAILABLE as e:
-            raise ServiceUnavailable(f"Kafka is not reachable for reader {topic}{self.partitions}: {e}") from e
+            raise kafka_unavailable(f"Kafka is not reachable for reader {topic}{self.partitions}: {e}",
+                                    bootstrap=bootstrap, tls=tls) from e
         self._consumer.assign(list(self._tps.values()))
 
     def seek(self, partition: int, offset: int) -> None:

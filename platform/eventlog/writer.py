@@ -33,7 +33,7 @@ from eventray.platform.errors import (
     Fenced,
     ServiceUnavailable,
 )
-from eventray.platform.tls import TLSFiles, kafka_options
+from eventray.platform.tls import TLSFiles, kafka_options, kafka_unavailable
 
 __all__ = ["KAFKA_CLIENTS", "TransactionalWriter", "make_writer"]
 
@@ -167,6 +167,7 @@ class TransactionalWriter(WriterLifecycle):
         self.partition = partition
         self.transactional_id = transactional_id
         self._commit_timeout_ms = int(commit_timeout_s * 1000)
+        self._bootstrap, self._tls = bootstrap, tls
         self._configs: dict[str, Any] = {
             "bootstrap_servers": bootstrap,
             "client_id": client_id or f"eventray-writer-{topic}-{partition}",
@@ -207,16 +208,16 @@ class TransactionalWriter(WriterLifecycle):
         try:
             producer = KafkaProducer(**self._configs)
         except (kerr.KafkaConnectionError, kerr.KafkaTimeoutError) as e:
-            raise ServiceUnavailable(f"Kafka is not reachable for writer {self.transactional_id}: {e}") from e
+            raise kafka_unavailable(f"Kafka is not reachable for writer {self.transactional_id}: {e}",
+                                    bootstrap=self._bootstrap, tls=self._tls) from e
         except (kerr.KafkaConfigurationError, kerr.UnsupportedCodecError, ValueError, AssertionError) as e:
             raise ConfigurationError(f"bad producer settings for {self.transactional_id}: {e}") from e
         try:
             producer.init_transactions()
         except kerr.KafkaTimeoutError as e:
             producer.close(timeout=0)
-            raise ServiceUnavailable(
-                f"init_transactions for {self.transactional_id} timed out: {e}", transactional_id=self.transactional_id
-            ) from e
+            raise kafka_unavailable(f"init_transactions for {self.transactional_id} timed out: {e}",
+                                    bootstrap=self._bootstrap, tls=self._tls) from e
         except _PERMANENT as e:
             producer.close(timeout=0)
             raise ConfigurationError(f"Kafka refused transactional id {self.transactional_id}: {e}") from e

@@ -15,7 +15,7 @@ import kafka.errors as kerr
 from kafka import KafkaConsumer, TopicPartition
 
 from eventray.platform.errors import ServiceUnavailable
-from eventray.platform.tls import TLSFiles, kafka_options
+from eventray.platform.tls import TLSFiles, kafka_options, kafka_unavailable
 
 log = logging.getLogger("eventray.sagas")
 
@@ -42,7 +42,8 @@ class EventConsumer:
                 max_partition_fetch_bytes=4 * 1024 * 1024, **kafka_options(tls, "kafka-python"),
             )
         except _UNAVAILABLE as e:
-            raise ServiceUnavailable(f"Kafka is not reachable for the saga consumer {group_id}: {e}") from e
+            raise kafka_unavailable(f"Kafka is not reachable for the saga consumer {group_id}: {e}",
+                                    bootstrap=bootstrap, tls=tls) from e
         self._consumer.assign(self._tps)
 
     def committed(self) -> dict[int, int | None]:

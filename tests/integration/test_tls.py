@@ -70,6 +70,7 @@ def foreign(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
     d = tmp_path_factory.mktemp("foreign")
     ca = certs.new_ca("some other CA")
     leaf = certs.issue(ca, "eventray", server=False)
+    certs.write_pem(d / "ca.crt", ca.cert_pem(), private=False)
     certs.write_pem(d / "eventray.crt", leaf.cert_pem(), private=False)
     certs.write_pem(d / "eventray.key", leaf.key_pem(), private=True)
     return TLSFiles(HOME / "tls" / "ca.crt", d / "eventray.crt", d / "eventray.key")
@@ -143,11 +144,21 @@ def test_a_plaintext_or_certificateless_postgres_client_is_refused(tls_stack: Se
 def test_a_client_certificate_from_another_ca_or_expired_is_refused_by_kafka(
         tls_stack: Settings, who: str, request: pytest.FixtureRequest) -> None:
     tls: TLSFiles = request.getfixturevalue(who)
-    with pytest.raises(ServiceUnavailable):
-        describe_partitions(tls_stack.kafka_address, "no-such-topic", timeout_s=REFUSED_TIMEOUT_S, tls=tls)
-    # the broker's verdict at the TLS level: an alert (unknown CA / certificate expired), not an answer
+    # the broker's verdict at the TLS level: an alert, not an answer
     assert _kafka_handshake_refused(tls_stack, tls)
     assert not _kafka_handshake_refused(tls_stack, tls_stack.tls_files())
+    # at the adapter edge: a permanent configuration error that names the settings, not "unreachable"
+    with pytest.raises(ConfigurationError, match="refused this client's certificate.*EVENTRAY_TLS_CERT_FILE"):
+        describe_partitions(tls_stack.kafka_address, "no-such-topic", timeout_s=REFUSED_TIMEOUT_S, tls=tls)
+
+
+def test_a_broker_certificate_the_client_ca_does_not_trust_names_the_ca_setting(
+        tls_stack: Settings, foreign: TLSFiles) -> None:
+    good = tls_stack.tls_files()
+    assert good is not None
+    distrustful = TLSFiles(foreign.cert.parent / "ca.crt", good.cert, good.key)  # trusts only the other CA
+    with pytest.raises(ConfigurationError, match="not trusted.*EVENTRAY_TLS_CA_FILE"):
+        describe_partitions(tls_stack.kafka_address, "no-such-topic", timeout_s=REFUSED_TIMEOUT_S, tls=distrustful)
 
 
 @pytest.mark.parametrize("who", ["foreign", "expired"])

@@ -196,3 +196,18 @@ def test_a_tls_refusal_from_postgres_is_a_configuration_error_at_the_adapter_edg
         assert "EVENTRAY_TLS_CERT_FILE" in err.message
     dropped = translate(psycopg.OperationalError("SSL SYSCALL error: EOF detected"), doing="reading")
     assert isinstance(dropped, ServiceUnavailable)  # a dropped connection stays retryable
+
+
+def test_an_unreachable_broker_stays_retryable_with_or_without_tls(tls_dir: Path) -> None:
+    import socket
+
+    from eventray.platform.errors import ServiceUnavailable
+    from eventray.platform.tls import kafka_unavailable
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tls = TLSFiles(tls_dir / "ca.crt", tls_dir / "eventray.crt", tls_dir / "eventray.key")
+    for files in (tls, None):
+        err = kafka_unavailable("no broker", bootstrap=f"127.0.0.1:{port}", tls=files)
+        assert type(err) is ServiceUnavailable and err.details["bootstrap"] == f"127.0.0.1:{port}"
