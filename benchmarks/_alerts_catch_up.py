@@ -69,7 +69,7 @@ def alerts_catch_up(rt: Any, base_dsn: str, movements: int, *, seconds: float) -
                               ml_max_replicas=1, projection_hosts=1)
     migrate(dsn)
     store = ProjectionStore(dsn)
-    ends_reader = LogEnds(rt.settings.kafka_address, rt.topic, rt.settings.partitions)
+    ends_reader = LogEnds(rt.settings.kafka_address, rt.topic, rt.settings.partitions, tls=rt.settings.tls_files())
     try:
         deploy(hosted.settings, ("anomaly",), timeout_s=300)
         ends = ends_reader()

@@ -131,7 +131,7 @@ def all_projections_catch_up(rt: Any, base_dsn: str, written: int) -> dict[str, 
     hosted = rt.with_settings(database_url=dsn, projection_hosts=0)
     migrate(dsn)
     store = ProjectionStore(dsn)
-    ends_reader = LogEnds(rt.settings.kafka_address, rt.topic, PARTITIONS)
+    ends_reader = LogEnds(rt.settings.kafka_address, rt.topic, PARTITIONS, tls=rt.settings.tls_files())
     try:
         ends = ends_reader()
         for name in PLAIN:

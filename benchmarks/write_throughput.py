@@ -89,7 +89,7 @@ class LagSampler:
         from eventray.platform.projections.store import ProjectionStore
 
         s = self._rt.settings
-        ends, store = LogEnds(s.kafka_address, self._rt.topic, s.partitions), ProjectionStore(s.dsn)
+        ends, store = LogEnds(s.kafka_address, self._rt.topic, s.partitions, tls=s.tls_files()), ProjectionStore(s.dsn)
         versions = store.current_versions(self._rt.topic, self._names)
         waiting: list[tuple[float, dict[int, int]]] = []
         drain_until = None

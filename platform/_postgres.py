@@ -41,9 +41,25 @@ def translate(exc: BaseException, *, doing: str) -> EventrayError:
         return Retryable(detail, sqlstate=sqlstate)
     if isinstance(exc, (psycopg.IntegrityError, psycopg.DataError)):
         return WriteRejected(detail, sqlstate=sqlstate)
+    if isinstance(exc, psycopg.OperationalError) and _refused_by_tls(str(exc)):
+        return ConfigurationError(
+            f"{doing}: PostgreSQL refused the connection's TLS or certificate ({exc}). Check EVENTRAY_TLS and "
+            "the client files EVENTRAY_TLS_CA_FILE, EVENTRAY_TLS_CERT_FILE (its CN must be the database user) "
+            "and EVENTRAY_TLS_KEY_FILE; `eventray dev certs` renews the dev stack's", sqlstate=sqlstate)
     if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
         return ServiceUnavailable(detail, sqlstate=sqlstate)
     return EventrayError(detail, sqlstate=sqlstate)
+
+
+#: what libpq and the server say when TLS or the client certificate is the problem: sending again
+#: fails the same way (a dropped connection, "SSL SYSCALL error", stays retryable)
+_TLS_REFUSALS = ("certificate", "alert unknown ca", "no pg_hba.conf entry", "server does not support ssl",
+                 "sslmode value", "ssl is not enabled")
+
+
+def _refused_by_tls(message: str) -> bool:
+    lowered = message.lower()
+    return any(marker in lowered for marker in _TLS_REFUSALS)
 
 
 @contextmanager

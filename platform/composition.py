@@ -156,14 +156,15 @@ class Runtime:
 
         return make_writer(self.settings.kafka_client, bootstrap=self.settings.kafka_address, topic=self.topic,
                            partition=partition, transactional_id=self.transactional_id(partition),
-                           transaction_timeout_ms=self.settings.transaction_timeout_ms)
+                           transaction_timeout_ms=self.settings.transaction_timeout_ms,
+                           tls=self.settings.tls_files())
 
     def reader(self, partition: int, *, topic: str | None = None, **options: Any) -> Any:  # -> PartitionReader
         """A read_committed reader of one partition of the event topic (or ``topic``)."""
         from eventray.platform.eventlog.reader import make_reader
 
         return make_reader(self.settings.kafka_client, bootstrap=self.settings.kafka_address, topic=topic or self.topic,
-                               partition=partition, **options)
+                           partition=partition, tls=self.settings.tls_files(), **options)
 
     def read_decoded(self, partition: int, from_offset: int) -> Iterator[Any]:
         """Committed records of ``partition`` from ``from_offset`` to the last stable offset, decoded."""
@@ -186,7 +187,8 @@ class Runtime:
         """Create the event topic (or ``topic``), or refuse to go on when its partition count differs."""
         from eventray.platform.eventlog.admin import ensure_topic
 
-        ensure_topic(self.settings.kafka_address, topic or self.topic, partitions or self.settings.partitions)
+        ensure_topic(self.settings.kafka_address, topic or self.topic, partitions or self.settings.partitions,
+                     tls=self.settings.tls_files())
 
     def command_bus(self, *, transport: Any = None) -> Any:  # -> CommandBus
         """A bus that reaches the shard actors of this app; call inside a running loop."""

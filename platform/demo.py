@@ -24,6 +24,7 @@ from eventray.platform import devstack
 from eventray.platform.cli import add_app_argument, load_runtime
 from eventray.platform.errors import ConfigurationError, ServiceUnavailable
 from eventray.platform.settings import DEFAULT_APP, Settings
+from eventray.platform.tls import TLSFiles, kafka_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -44,7 +45,7 @@ def _demo(args: argparse.Namespace) -> int:
     if not getattr(args, "smoke", False):
         return _scenario(args, load_runtime(args, settings), console)
     with console.status("smoke check"):
-        kafka_line = kafka_round_trip(settings.kafka_address)
+        kafka_line = kafka_round_trip(settings.kafka_address, tls=settings.tls_files())
         pg_line = postgres_round_trip(settings.dsn)
     console.print(f"[green]kafka[/]     {kafka_line}")
     console.print(f"[green]postgres[/]  {pg_line}")
@@ -139,20 +140,22 @@ def kill_a_shard(rt: Any, *, timeout_s: float = 240.0) -> tuple[str, float]:
             time.sleep(0.2)
 
 
-def kafka_round_trip(bootstrap: str) -> str:
+def kafka_round_trip(bootstrap: str, *, tls: TLSFiles | None = None) -> str:
     """Commit one transaction to a fresh topic, read it back read_committed, drop the topic."""
     from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+
+    security = kafka_options(tls, "kafka-python")
     from kafka.admin import NewTopic
     from kafka.errors import KafkaError
 
     topic = f"eventray.demo-{uuid.uuid4().hex[:8]}"
     payload = f"hello from eventray demo {uuid.uuid4()}".encode()
     t0 = time.perf_counter()
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="eventray-demo")
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="eventray-demo", **security)
     try:
         admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
         producer = KafkaProducer(bootstrap_servers=bootstrap,
-                                 transactional_id=f"eventray-demo-{uuid.uuid4().hex[:8]}")
+                                 transactional_id=f"eventray-demo-{uuid.uuid4().hex[:8]}", **security)
         try:
             producer.init_transactions()
             producer.begin_transaction()
@@ -162,7 +165,7 @@ def kafka_round_trip(bootstrap: str) -> str:
             producer.close(timeout=5)
         consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap,
                                  isolation_level="read_committed", auto_offset_reset="earliest",
-                                 enable_auto_commit=False, consumer_timeout_ms=15_000)
+                                 enable_auto_commit=False, consumer_timeout_ms=15_000, **security)
         try:
             got = next((m.value for m in consumer if m.value == payload), None)
         finally:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from eventray.platform.tls import TLSFiles, postgres_params
 
 
 #: the bundled example app
@@ -39,6 +42,24 @@ class Settings(BaseSettings):
     )
     ray_address: str | None = Field(
         default=None, description="Ray cluster address; unset means a local head started by dev up"
+    )
+
+    # --- mutual TLS to Kafka and PostgreSQL (see eventray.platform.tls) ---
+    tls: bool = Field(
+        default=False, description="every Kafka and PostgreSQL client uses TLS with a client certificate, and "
+        "the dev stack's broker (SSL listener, ssl.client.auth=required) and server (ssl=on, hostssl cert "
+        "auth only) require it. Off by default for now"
+    )
+    tls_ca_file: Path | None = Field(
+        default=None, description="PEM CA that signed the servers' certificates; unset means the dev CA, "
+        "<home>/tls/ca.crt"
+    )
+    tls_cert_file: Path | None = Field(
+        default=None, description="PEM client certificate (its CN is the PostgreSQL user); unset means "
+        "<home>/tls/eventray.crt"
+    )
+    tls_key_file: Path | None = Field(
+        default=None, description="PEM private key of tls_cert_file; unset means <home>/tls/eventray.key"
     )
 
     # --- the local dev stack ---
@@ -172,6 +193,25 @@ class Settings(BaseSettings):
         return self.model_dir or self.home / "models"
 
     @property
+    def tls_dir(self) -> Path:
+        """Where the dev stack keeps its CA and certificates (``eventray dev certs``)."""
+        return self.home / "tls"
+
+    def tls_files(self) -> TLSFiles | None:
+        """The client identity every Kafka and PostgreSQL client presents; None when TLS is off.
+
+        Raises:
+            ConfigurationError: a file is missing or unreadable; the message names the setting.
+        """
+        if not self.tls:
+            return None
+        return TLSFiles(
+            ca=self.tls_ca_file or self.tls_dir / "ca.crt",
+            cert=self.tls_cert_file or self.tls_dir / f"{self.postgres_user}.crt",
+            key=self.tls_key_file or self.tls_dir / f"{self.postgres_user}.key",
+        ).check()
+
+    @property
     def kafka_address(self) -> str:
         """The bootstrap address clients use: the configured one, else the dev broker."""
         if self.kafka_bootstrap:
@@ -180,7 +220,27 @@ class Settings(BaseSettings):
 
     @property
     def dsn(self) -> str:
-        """The PostgreSQL conninfo clients use: the configured one, else the dev server."""
-        return self.database_url or (
+        """The PostgreSQL conninfo URL clients use: the configured one, else the dev server.
+
+        With TLS on, the URL carries ``sslmode=verify-full`` and the client's files (parameters
+        the configured URL already sets are kept).
+        """
+        url = self.database_url or (
             f"postgresql://{self.postgres_user}@127.0.0.1:{self.postgres_port}/{self.postgres_db}"
         )
+        return with_postgres_tls(url, self.tls_files())
+
+
+def with_postgres_tls(url: str, tls: TLSFiles | None) -> str:
+    """``url`` (a ``postgresql://`` URL or a keyword conninfo) with the TLS parameters of ``tls`` added."""
+    params = postgres_params(tls)
+    if not params:
+        return url
+    if not url.startswith(("postgresql://", "postgres://")):  # keyword/value conninfo
+        present = {item.split("=", 1)[0].strip() for item in url.split() if "=" in item}
+        return " ".join([url, *(f"{k}='{v}'" for k, v in params.items() if k not in present)])
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    for name, value in params.items():
+        query.setdefault(name, value)
+    return urlunsplit(parts._replace(query=urlencode(query)))

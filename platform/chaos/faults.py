@@ -27,11 +27,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from eventray.platform.devstack import _proc, kafka, netns, postgres, rayhead, toxiproxy
+from eventray.platform.devstack import _proc, certs, kafka, netns, postgres, rayhead, toxiproxy
 from eventray.platform.devstack.state import effective_settings
 from eventray.platform.errors import StackError
 from eventray.platform.runtime.actors import NAMESPACE
-from eventray.platform.settings import Settings
+from eventray.platform.settings import Settings, with_postgres_tls
 
 __all__ = ["NAMESPACE", "FaultResult", "connect", "delay_available", "delay_kafka", "kill_coordinator",
            "kill_runner", "kill_shard", "pause_kafka", "restart_kafka", "restart_postgres"]
@@ -222,7 +222,8 @@ def _our_broker(settings: Settings) -> int:
 
 
 def _wait_kafka(settings: Settings, t0: float, timeout_s: float = kafka.START_TIMEOUT_S) -> float:
-    _proc.wait_until(lambda: kafka.ready(settings.kafka_address), timeout=timeout_s,
+    tls = certs.admin_tls(settings)
+    _proc.wait_until(lambda: kafka.ready(settings.kafka_address, tls), timeout=timeout_s,
                      what=f"Kafka at {settings.kafka_address}", interval=0.2)
     return time.monotonic() - t0
 
@@ -258,7 +259,8 @@ def restart_postgres(settings: Settings) -> FaultResult:
     t0 = time.monotonic()
     postgres.stop(settings)
     started = postgres.start(settings)
-    _proc.wait_until(lambda: postgres.ready(started.address or ""), timeout=60, what="PostgreSQL", interval=0.2)
+    dsn = with_postgres_tls(started.address or "", certs.admin_tls(settings))
+    _proc.wait_until(lambda: postgres.ready(dsn), timeout=60, what="PostgreSQL", interval=0.2)
     return FaultResult("restart-postgres", f"postgres pid {piece.pid}", time.monotonic() - t0)
 
 

@@ -337,7 +337,7 @@ def projection_caught_up(rt: Any, name: str, timeout_s: float) -> int | None:
     from eventray.platform.projections.store import ProjectionStore
 
     store = ProjectionStore(rt.settings.dsn)
-    ends = LogEnds(rt.settings.kafka_address, rt.topic, rt.settings.partitions)
+    ends = LogEnds(rt.settings.kafka_address, rt.topic, rt.settings.partitions, tls=rt.settings.tls_files())
     deadline = time.monotonic() + timeout_s
     try:
         while True:

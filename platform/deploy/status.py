@@ -52,7 +52,7 @@ def _lags(rt: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     from eventray.platform.sagas.composition import coordinator_group
 
     settings = rt.settings
-    ends_reader = LogEnds(settings.kafka_address, rt.topic, settings.partitions)
+    ends_reader = LogEnds(settings.kafka_address, rt.topic, settings.partitions, tls=settings.tls_files())
     try:
         ends = ends_reader()
     finally:

@@ -8,7 +8,7 @@ from rich.console import Console
 
 from eventray.platform.settings import Settings
 
-from . import stack
+from . import certs, stack
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -20,6 +20,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                       help="also delete the stack's data (keeps the downloaded jars)")
     down.set_defaults(func=_down)
     actions.add_parser("status", help="show each piece").set_defaults(func=_status)
+    tls = actions.add_parser("certs", help="the dev CA and certificates in <home>/tls (EVENTRAY_TLS)")
+    tls.add_argument("what", nargs="?", choices=("ensure", "rotate"), default="ensure",
+                     help="ensure: make what is missing or expiring (the default); rotate: new leaf "
+                     "certificates from the same CA, picked up by the running pieces")
+    tls.set_defaults(func=_certs)
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -32,6 +37,18 @@ def _up(args: argparse.Namespace) -> int:
 def _down(args: argparse.Namespace) -> int:
     stopped = stack.down(Settings(), purge=args.purge)
     Console().print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+    return 0
+
+
+def _certs(args: argparse.Namespace) -> int:
+    settings = Settings()
+    if args.what == "rotate":
+        for note in stack.rotate_certificates(settings):
+            Console().print(note)
+        return 0
+    made = certs.ensure_for(settings)
+    Console().print(f"issued {', '.join(made)} in {settings.tls_dir}" if made
+                    else f"the certificates in {settings.tls_dir} are current")
     return 0
 
 

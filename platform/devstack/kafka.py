@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import logging
 import shutil
+import socket
+import ssl
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -18,10 +20,13 @@ from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
+from cryptography import x509
+
 from eventray.platform.errors import StackError
 from eventray.platform.settings import Settings
+from eventray.platform.tls import TLSFiles, kafka_options
 
-from . import _proc
+from . import _proc, certs
 from .state import PieceStatus
 
 log = logging.getLogger("eventray.devstack.kafka")
@@ -57,15 +62,19 @@ def broker_properties(
         listen_port = toxiproxy.broker_port(settings)
     else:
         listen_port = port
+    client = "SSL" if settings.tls else "PLAINTEXT"
     return {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@{controller_host}:{cport}",
-        "listeners": f"PLAINTEXT://{listen_host}:{listen_port},CONTROLLER://{listen_host}:{cport}",
-        "advertised.listeners": f"PLAINTEXT://{settings.kafka_netns_ip or '127.0.0.1'}:{port}",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "listeners": f"{client}://{listen_host}:{listen_port},CONTROLLER://{listen_host}:{cport}",
+        "advertised.listeners": f"{client}://{settings.kafka_netns_ip or '127.0.0.1'}:{port}",
+        "listener.security.protocol.map": f"CONTROLLER:PLAINTEXT,{client}:{client}",
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
+        # with TLS the broker reaches itself (transaction markers) through the SSL listener too,
+        # presenting its own certificate (which carries clientAuth as well as serverAuth)
+        "inter.broker.listener.name": client,
+        **(tls_properties(settings) if settings.tls else {}),
         "log.dirs": str(log_dir),
         "num.partitions": str(settings.partitions),
         "default.replication.factor": "1",
@@ -80,6 +89,89 @@ def broker_properties(
         "group.initial.rebalance.delay.ms": "0",
         "auto.create.topics.enable": "false",
     }
+
+
+#: the broker's network processors (num.network.threads: Kafka's default, which the dev broker keeps)
+_NETWORK_THREADS = 3
+#: the listener whose keystore ``reload_certificates`` updates (``listener.name.<l>.`` prefix)
+_SSL_PREFIX = "listener.name.ssl."
+
+
+def tls_properties(settings: Settings) -> dict[str, str]:
+    """The SSL listener's settings: PEM key and trust stores from ``<home>/tls``, client auth required.
+
+    They are listener-prefixed so that :func:`reload_certificates` can update the keystore as a
+    dynamic per-broker config (KIP-226) without a restart.
+    """
+    tls = settings.tls_dir
+    return {
+        f"{_SSL_PREFIX}ssl.keystore.type": "PEM",
+        f"{_SSL_PREFIX}ssl.keystore.location": str(tls / "kafka-keystore.pem"),
+        f"{_SSL_PREFIX}ssl.truststore.type": "PEM",
+        f"{_SSL_PREFIX}ssl.truststore.location": str(tls / "ca.crt"),
+        f"{_SSL_PREFIX}ssl.client.auth": "required",
+        f"{_SSL_PREFIX}ssl.endpoint.identification.algorithm": "https",
+        "ssl.enabled.protocols": "TLSv1.3,TLSv1.2",
+    }
+
+
+def reload_certificates(settings: Settings, *, timeout_s: float = 30.0) -> None:
+    """Make the running broker re-read its keystore (after ``eventray dev certs rotate``).
+
+    Sets ``listener.name.ssl.ssl.keystore.location`` as a dynamic per-broker config; Kafka
+    reloads a keystore whose file changed even when the path is the same. The new certificate
+    must keep the old subject and SANs (Kafka checks), which :func:`.certs.rotate` does.
+
+    Raises:
+        StackError: the broker refused the update.
+    """
+    from kafka import KafkaAdminClient
+    from kafka.admin import ConfigResource, ConfigResourceType
+    from kafka.errors import KafkaError
+
+    location = str(settings.tls_dir / "kafka-keystore.pem")
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=settings.kafka_address, client_id="eventray-devstack",
+                                 request_timeout_ms=int(timeout_s * 1000),
+                                 **kafka_options(certs.admin_tls(settings), "kafka-python"))
+        try:
+            answer = admin.alter_configs([ConfigResource(ConfigResourceType.BROKER, "1", configs={
+                f"{_SSL_PREFIX}ssl.keystore.location": location})], raise_on_unknown=False)
+        finally:
+            admin.close()
+    except KafkaError as e:
+        raise StackError(f"Kafka at {settings.kafka_address} did not reload its keystore: {e!r}; restart it "
+                         "with `eventray dev down` and `eventray dev up`") from e
+    result = answer.get("broker", {}).get("1")  # {'broker': {'1': 'OK' or the error's text}}
+    if result != "OK":
+        raise StackError(f"Kafka refused to reload its keystore {location}: {result}; restart it with "
+                         "`eventray dev down` and `eventray dev up`")
+    # The controller accepted the change; the broker applies it when the metadata reaches it, to
+    # one network processor after the other (connections go round-robin over them): done when
+    # more consecutive new connections than there are processors all see the new certificate.
+    wanted = x509.load_pem_x509_certificate((settings.tls_dir / "kafka.crt").read_bytes()).serial_number
+    tls = certs.admin_tls(settings)
+    assert tls is not None
+    _proc.wait_until(lambda: all(served_serial(settings.kafka_address, tls) == wanted
+                                 for _ in range(2 * _NETWORK_THREADS)),
+                     timeout=timeout_s, interval=0.25,
+                     what=f"Kafka at {settings.kafka_address} serving its new certificate")
+    log.info("Kafka reloaded its keystore %s", location)
+
+
+def served_serial(bootstrap: str, tls: TLSFiles) -> int | None:
+    """The serial number of the certificate the broker at ``bootstrap`` presents; None when unreachable."""
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    context = ssl.create_default_context(cafile=str(tls.ca))
+    context.load_cert_chain(str(tls.cert), str(tls.key))
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=5) as raw, \
+                context.wrap_socket(raw, server_hostname=host or "127.0.0.1") as conn:
+            der = conn.getpeercert(binary_form=True)
+    except (OSError, ssl.SSLError) as e:
+        log.debug("no TLS session with Kafka at %s: %r", bootstrap, e)
+        return None
+    return x509.load_der_x509_certificate(der).serial_number if der else None
 
 
 def kafka_home(settings: Settings) -> Path:
@@ -259,8 +351,9 @@ def start(settings: Settings) -> PieceStatus:
         from . import toxiproxy
 
         toxiproxy.start(settings)
+    tls = certs.admin_tls(settings)
     _proc.wait_until(
-        lambda: ready(settings.kafka_address),
+        lambda: ready(settings.kafka_address, tls),
         timeout=START_TIMEOUT_S, what=f"Kafka at {settings.kafka_address}",
         alive=lambda: _proc.pid_alive(pid), log_file=settings.logs_dir / "kafka.out"
         if not log_file.exists() else log_file,
@@ -298,8 +391,13 @@ def _quiet_kafka_logs() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def ready(bootstrap: str) -> bool:
-    """True when the broker answers metadata and can initialise a transactional producer."""
+def ready(bootstrap: str, tls: TLSFiles | None = None) -> bool:
+    """True when the broker answers metadata and can initialise a transactional producer.
+
+    Args:
+        bootstrap: the broker's address.
+        tls: the client identity to present when its listener is SSL.
+    """
     host, _, port = bootstrap.split(",")[0].rpartition(":")
     if not _proc.port_accepts(int(port), host or "127.0.0.1"):
         return False
@@ -308,15 +406,16 @@ def ready(bootstrap: str) -> bool:
 
     with _quiet_kafka_logs():
         try:
+            security = kafka_options(tls, "kafka-python")
             admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000,
-                                     client_id="eventray-devstack")
+                                     client_id="eventray-devstack", **security)
             try:
                 admin.describe_cluster()
             finally:
                 admin.close()
             producer = KafkaProducer(
                 bootstrap_servers=bootstrap, transactional_id=_READY_TXN_ID,
-                client_id="eventray-devstack", max_block_ms=10_000,
+                client_id="eventray-devstack", max_block_ms=10_000, **security,
             )
             try:
                 producer.init_transactions()

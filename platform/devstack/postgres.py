@@ -1,7 +1,8 @@
 """The dev PostgreSQL server: a private cluster run with the distribution's binaries.
 
-The cluster lives in ``<data_dir>/postgres`` (trust auth for ``settings.postgres_user``, TCP
-on 127.0.0.1 only). PostgreSQL refuses to run as root, so under root the server runs as the
+The cluster lives in ``<data_dir>/postgres`` (TCP on 127.0.0.1 only; trust auth for
+``settings.postgres_user``, or with ``EVENTRAY_TLS`` ``ssl=on`` and only ``hostssl ... cert``
+lines in pg_hba: a client needs a certificate from the dev CA whose CN maps to the role). PostgreSQL refuses to run as root, so under root the server runs as the
 ``postgres`` system user the Debian package creates; when that user cannot reach
 ``<data_dir>`` (a home of mode 700, like ``/root``) the cluster goes to
 ``/var/lib/eventray/<hash>/postgres`` and ``<data_dir>/postgres`` links to it. When the
@@ -21,9 +22,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from eventray.platform.errors import StackError
-from eventray.platform.settings import Settings
+from eventray.platform.settings import Settings, with_postgres_tls
 
-from . import _proc
+from . import _proc, certs
 from .state import PieceStatus, StackState
 
 log = logging.getLogger("eventray.devstack.postgres")
@@ -126,6 +127,11 @@ def _dsn(settings: Settings, port: int, db: str | None = None) -> str:
     return f"postgresql://{settings.postgres_user}@127.0.0.1:{port}/{db or settings.postgres_db}"
 
 
+def _admin_dsn(settings: Settings, port: int, db: str | None = None) -> str:
+    """The dev stack's own connection: with TLS, as ``<user>-admin`` with ``verify-full``."""
+    return with_postgres_tls(_dsn(settings, port, db), certs.admin_tls(settings))
+
+
 def status(settings: Settings) -> PieceStatus:
     if settings.database_url:
         return PieceStatus("postgres", "external", settings.database_url)
@@ -168,10 +174,83 @@ def _initdb(settings: Settings, bins: Path, cdir: Path) -> None:
                 "include_if_exists = 'eventray.conf'\n")
 
 
-def _write_conf(cdir: Path, port: int) -> None:
+#: first line of a pg_hba.conf / pg_ident.conf eventray wrote (so a later run may rewrite it)
+_HBA_MARK = "# written by eventray dev up"
+#: the server's copies of its certificate, key and the CA, inside the cluster directory
+_SSL_FILES = {"server.crt": "postgres.crt", "server.key": "postgres.key", "root.crt": "ca.crt"}
+
+
+def _write_conf(settings: Settings, cdir: Path, port: int) -> None:
     conf = cdir / "eventray.conf"
-    conf.write_text("".join(f"{k} = {v}\n" for k, v in {**SERVER_CONF, "port": str(port)}.items()))
+    values = {**SERVER_CONF, "port": str(port)}
+    if settings.tls:
+        _install_certificates(settings, cdir)
+        values.update({"ssl": "on", "ssl_cert_file": "'server.crt'", "ssl_key_file": "'server.key'",
+                       "ssl_ca_file": "'root.crt'", "ssl_min_protocol_version": "'TLSv1.2'"})
+    conf.write_text("".join(f"{k} = {v}\n" for k, v in values.items()))
     _chown_to_server_user(conf)
+    _write_hba(settings, cdir)
+
+
+def _write_hba(settings: Settings, cdir: Path) -> None:
+    """With TLS: ``hostssl ... cert`` for the role only (no plain ``host`` line); without: trust on localhost.
+
+    Without TLS a pg_hba.conf of initdb's own is left as it is; one eventray wrote is replaced.
+    """
+    hba, ident = cdir / "pg_hba.conf", cdir / "pg_ident.conf"
+    user = settings.postgres_user
+    if settings.tls:
+        lines = [_HBA_MARK + " (TLS: client certificates only)"]
+        lines += [f"hostssl all {user} {net} cert clientcert=verify-full map=eventray"
+                  for net in ("127.0.0.1/32", "::1/128")]
+        # the certificate CNs that may log in as the role: the services' and the operators'
+        idents = [_HBA_MARK, *(f"eventray {cn} {user}" for cn in certs.clients(user))]
+        ident.write_text("\n".join(idents) + "\n")
+        _chown_to_server_user(ident)
+    elif hba.read_text().startswith(_HBA_MARK):
+        lines = [_HBA_MARK + " (no TLS)", *(f"host all all {net} trust" for net in ("127.0.0.1/32", "::1/128"))]
+    else:
+        return
+    hba.write_text("\n".join(lines) + "\n")
+    _chown_to_server_user(hba)
+
+
+def _install_certificates(settings: Settings, cdir: Path) -> None:
+    """Copy the server's certificate, key (0600) and the CA into the cluster, owned by the server user.
+
+    PostgreSQL refuses a key that others can read; the copies also spare the server user from
+    reaching ``<home>/tls``.
+    """
+    for name, source in _SSL_FILES.items():
+        src = settings.tls_dir / source
+        try:
+            data = src.read_bytes()
+        except OSError as e:
+            raise StackError(f"the dev PostgreSQL's TLS file {src} cannot be read ({e}); run `eventray dev certs`"
+                             ) from e
+        dest = cdir / name
+        tmp = cdir / f".{name}.tmp"
+        tmp.write_bytes(data)
+        os.chmod(tmp, 0o600 if name.endswith(".key") else 0o644)
+        _chown_to_server_user(tmp)
+        os.replace(tmp, dest)
+
+
+def reload_certificates(settings: Settings) -> bool:
+    """Copy the (rotated) certificates into the running cluster and reload it; False when it is stopped.
+
+    ``pg_ctl reload`` (SIGHUP) makes PostgreSQL re-read its ssl files for new connections.
+    """
+    state = StackState.load(settings.home)
+    cdir = cluster_dir(settings, state)
+    pid, _ = _postmaster(cdir)
+    if pid is None:
+        return False
+    _install_certificates(settings, cdir)
+    bins = _require_bin_dir()
+    _proc.run(_as_server_user([str(bins / "pg_ctl"), "-D", str(cdir), "reload"]),
+              what="reloading the dev PostgreSQL's certificates", timeout=30)
+    return True
 
 
 def start(settings: Settings) -> PieceStatus:
@@ -194,7 +273,7 @@ def start(settings: Settings) -> PieceStatus:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
             link.symlink_to(cdir)
         port = _choose_port(settings, state)
-        _write_conf(cdir, port)
+        _write_conf(settings, cdir, port)
         settings.logs_dir.mkdir(parents=True, exist_ok=True)
         log_file.touch()
         _chown_to_server_user(log_file)
@@ -222,13 +301,13 @@ def _create_database(settings: Settings, port: int) -> bool:
     import psycopg
 
     try:
-        with psycopg.connect(_dsn(settings, port, "postgres"), connect_timeout=3,
+        with psycopg.connect(_admin_dsn(settings, port, "postgres"), connect_timeout=3,
                              autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
                                   (settings.postgres_db,)).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{settings.postgres_db}"')
-        return ready(_dsn(settings, port))
+        return ready(_admin_dsn(settings, port))
     except psycopg.Error as e:
         log.debug("PostgreSQL on port %s not ready yet: %r", port, e)
         return False

@@ -17,7 +17,7 @@ from rich.table import Table
 from eventray.platform.errors import StackError
 from eventray.platform.settings import Settings
 
-from . import kafka, postgres, rayhead
+from . import certs, kafka, postgres, rayhead
 from .state import PieceStatus, StackState, effective_settings, locked, state_file
 
 log = logging.getLogger("eventray.devstack")
@@ -86,6 +86,11 @@ def up(settings: Settings | None = None, *, console: Console | None = None) -> S
     with locked(settings.home):
         current = {n: _MODULES[n].status(settings) for n in PIECES}
         todo = [n for n in PIECES if current[n].state != "external"]
+        notes: list[str] = []
+        if settings.tls and any(current[n].state != "external" for n in ("postgres", "kafka")):
+            made = certs.ensure_for(settings)
+            if made:
+                notes.append(f"issued TLS certificates in {settings.tls_dir}: {', '.join(made)}")
         with console.status("checking prerequisites") as spinner:
             # installs (apt, Maven) go one at a time, before anything starts in parallel
             if current["postgres"].state == "stopped":
@@ -101,7 +106,7 @@ def up(settings: Settings | None = None, *, console: Console | None = None) -> S
             def start_postgres() -> PieceStatus:
                 nonlocal migrations
                 piece = postgres.start(settings)
-                migrations = _migrate(piece.address or "")
+                migrations = _migrate(effective_settings(settings).dsn)  # with TLS: the client's files
                 return piece
 
             starters: dict[str, Callable[[], PieceStatus]] = {
@@ -120,7 +125,7 @@ def up(settings: Settings | None = None, *, console: Console | None = None) -> S
                     waiting.discard(name)
                     spinner.update(_waiting_text(waiting, current))
         if current["postgres"].state == "external" and settings.database_url:
-            migrations = _migrate(settings.database_url)
+            migrations = _migrate(settings.dsn)
     if errors:
         first = errors[0]
         if isinstance(first, StackError):
@@ -128,8 +133,34 @@ def up(settings: Settings | None = None, *, console: Console | None = None) -> S
         raise StackError(f"dev up failed: {first!r}") from first
     return StackReport(
         effective_settings(settings), tuple(results[n] for n in PIECES), migrations,
-        time.monotonic() - t0,
+        time.monotonic() - t0, tuple(notes),
     )
+
+
+def rotate_certificates(settings: Settings | None = None) -> tuple[str, ...]:
+    """``dev certs rotate``: new leaf certificates from the same CA; running pieces re-read theirs.
+
+    PostgreSQL reloads (``pg_ctl reload``); the broker updates its listener keystore as a
+    dynamic config. Clients already connected keep their sessions; new ones see the new
+    certificates. Clients re-read their own files when they next connect.
+
+    Returns:
+        Notes, one per thing done.
+    """
+    settings = settings if settings is not None else Settings()
+    notes: list[str] = []
+    with locked(settings.home):
+        written = certs.rotate(settings.tls_dir, user=settings.postgres_user, netns_ip=settings.kafka_netns_ip)
+        notes.append(f"issued {', '.join(written)} in {settings.tls_dir}")
+        if not settings.tls:
+            notes.append("EVENTRAY_TLS is off: the pieces do not use these certificates")
+            return tuple(notes)
+        if settings.database_url is None and postgres.reload_certificates(settings):
+            notes.append("PostgreSQL reloaded its certificate")
+        if settings.kafka_bootstrap is None and kafka.status(settings).state == "running":
+            kafka.reload_certificates(settings)
+            notes.append("Kafka reloaded its keystore")
+    return tuple(notes)
 
 
 def _waiting_text(waiting: set[str], current: dict[str, PieceStatus]) -> str:
@@ -207,5 +238,7 @@ def render(report: StackReport, console: Console, *, title: str = "eventray dev 
     console.print(table)
     if report.migrations:
         console.print(f"applied migrations: {', '.join(report.migrations)}")
+    for note in report.notes:
+        console.print(note)
     if report.seconds:
         console.print(f"took {report.seconds:.1f}s")

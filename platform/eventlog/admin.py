@@ -17,6 +17,7 @@ from kafka import KafkaAdminClient
 from kafka.partitioner.default import murmur2
 
 from eventray.platform.errors import ConfigurationError, ServiceUnavailable
+from eventray.platform.tls import TLSFiles, kafka_options, kafka_unavailable
 
 __all__ = ["describe_partitions", "ensure_topic", "partition_for"]
 
@@ -43,20 +44,24 @@ def partition_for(key: str | bytes, partitions: int) -> int:
     return _partition_for_bytes(key.encode() if isinstance(key, str) else bytes(key), partitions)
 
 
-def _admin(bootstrap: str, timeout_s: float) -> KafkaAdminClient:
+def _admin(bootstrap: str, timeout_s: float, tls: TLSFiles | None) -> KafkaAdminClient:
     try:
         return KafkaAdminClient(
             bootstrap_servers=bootstrap,
             client_id="eventray-admin",
             request_timeout_ms=int(timeout_s * 1000),
+            # the first connection too (a refused TLS handshake is retried until this ends)
+            bootstrap_timeout_ms=int(timeout_s * 1000),
+            **kafka_options(tls, "kafka-python"),
         )
     except (kerr.KafkaConnectionError, kerr.KafkaTimeoutError) as e:
-        raise ServiceUnavailable(f"Kafka at {bootstrap} is not reachable: {e}", bootstrap=bootstrap) from e
+        raise kafka_unavailable(f"Kafka at {bootstrap} is not reachable: {e}", bootstrap=bootstrap, tls=tls) from e
 
 
-def describe_partitions(bootstrap: str, name: str, *, timeout_s: float = 30.0) -> int | None:
+def describe_partitions(bootstrap: str, name: str, *, timeout_s: float = 30.0,
+                        tls: TLSFiles | None = None) -> int | None:
     """The partition count of topic ``name``, or ``None`` when it does not exist."""
-    admin = _admin(bootstrap, timeout_s)
+    admin = _admin(bootstrap, timeout_s, tls)
     try:
         return _partition_count(admin, name)
     finally:
@@ -86,6 +91,7 @@ def ensure_topic(
     retention_ms: int = -1,
     configs: Mapping[str, str] | None = None,
     timeout_s: float = 30.0,
+    tls: TLSFiles | None = None,
 ) -> bool:
     """Create topic ``name`` unless it exists; idempotent.
 
@@ -101,6 +107,7 @@ def ensure_topic(
         retention_ms: ``retention.ms``; ``-1`` keeps records forever.
         configs: further topic configs, applied at creation only.
         timeout_s: how long to wait for the broker.
+        tls: the client identity (``Settings.tls_files()``); None means plaintext.
 
     Returns:
         True when this call created the topic, False when it already existed.
@@ -116,7 +123,7 @@ def ensure_topic(
         "retention.ms": str(retention_ms),
         **dict(configs or {}),
     }
-    admin = _admin(bootstrap, timeout_s)
+    admin = _admin(bootstrap, timeout_s, tls)
     try:
         existing = _partition_count(admin, name)
         created = False

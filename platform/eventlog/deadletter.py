@@ -16,6 +16,7 @@ from kafka import KafkaProducer
 
 from eventray.platform.errors import ServiceUnavailable
 from eventray.platform.eventlog.envelope import Undecodable
+from eventray.platform.tls import TLSFiles, kafka_options, kafka_unavailable
 
 __all__ = ["DeadLetterPublisher", "dead_letter_record"]
 
@@ -54,17 +55,19 @@ class DeadLetterPublisher:
         bootstrap: Kafka bootstrap address.
         topic: the dead-letter topic; create it with :func:`~.admin.ensure_topic`.
         timeout_s: how long :meth:`publish` waits for the broker.
+        tls: the client identity (``Settings.tls_files()``); None means plaintext.
     """
 
-    def __init__(self, bootstrap: str, topic: str, *, timeout_s: float = 30.0) -> None:
+    def __init__(self, bootstrap: str, topic: str, *, timeout_s: float = 30.0, tls: TLSFiles | None = None) -> None:
         self.topic = topic
         self._timeout_s = timeout_s
         try:
             self._producer = KafkaProducer(
-                bootstrap_servers=bootstrap, client_id="eventray-dead-letters", enable_idempotence=True, acks="all"
+                bootstrap_servers=bootstrap, client_id="eventray-dead-letters", enable_idempotence=True, acks="all",
+                **kafka_options(tls, "kafka-python"),
             )
         except (kerr.KafkaConnectionError, kerr.KafkaTimeoutError) as e:
-            raise ServiceUnavailable(f"Kafka is not reachable for dead letters: {e}") from e
+            raise kafka_unavailable(f"Kafka is not reachable for dead letters: {e}", bootstrap=bootstrap, tls=tls) from e
 
     def publish(self, items: Iterable[Undecodable], *, source_topic: str) -> int:
         """Write ``items`` and wait until the broker has them all.

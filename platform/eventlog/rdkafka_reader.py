@@ -27,13 +27,14 @@ from typing import Any
 from eventray.platform.errors import ServiceUnavailable
 from eventray.platform.eventlog.rdkafka_writer import _kafka
 from eventray.platform.eventlog.reader import LogRecord, ReaderCommon
+from eventray.platform.tls import TLSFiles, kafka_options
 
 __all__ = ["RdKafkaPartitionReader", "RdKafkaPartitionsReader"]
 
 log = logging.getLogger(__name__)
 
 def _consumer(bootstrap: str, client_id: str, *, fetch_max_bytes: int, max_partition_fetch_bytes: int,
-              configs: dict[str, Any] | None) -> Any:
+              configs: dict[str, Any] | None, tls: TLSFiles | None) -> Any:
     ck = _kafka()
     settings: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
@@ -52,6 +53,7 @@ def _consumer(bootstrap: str, client_id: str, *, fetch_max_bytes: int, max_parti
         "queued.max.messages.kbytes": 32 * 1024,
         "socket.nagle.disable": True,
         "logger": logging.getLogger("eventray.eventlog.librdkafka"),
+        **kafka_options(tls, "confluent-kafka"),
         **(configs or {}),
     }
     try:
@@ -155,6 +157,7 @@ class RdKafkaPartitionReader(ReaderCommon):
         check_crcs: bool | None = None,
         client_id: str | None = None,
         consumer_configs: dict[str, Any] | None = None,
+        tls: TLSFiles | None = None,
     ) -> None:
         self.topic = topic
         self.partition = partition
@@ -164,7 +167,7 @@ class RdKafkaPartitionReader(ReaderCommon):
         configs = {"check.crcs": bool(check_crcs), **(consumer_configs or {})}
         consumer = _consumer(bootstrap, client_id or f"eventray-reader-{topic}-{partition}",
                              fetch_max_bytes=fetch_max_bytes, max_partition_fetch_bytes=max_partition_fetch_bytes,
-                             configs=configs)
+                             configs=configs, tls=tls)
         self._c = _Positions(consumer, topic, [partition])
 
     # --- positions ---------------------------------------------------------------------------
@@ -207,14 +210,15 @@ class RdKafkaPartitionsReader:
 
     def __init__(self, bootstrap: str, topic: str, partitions: list[int], *, max_poll_records: int = 10_000,
                  fetch_max_bytes: int = 64 * 1024 * 1024, max_partition_fetch_bytes: int = 16 * 1024 * 1024,
-                 poll_timeout_ms: int = 500, check_crcs: bool | None = None, client_id: str | None = None) -> None:
+                 poll_timeout_ms: int = 500, check_crcs: bool | None = None, client_id: str | None = None,
+                 tls: TLSFiles | None = None) -> None:
         self.topic = topic
         self.partitions = list(partitions)
         self._poll_timeout_s = poll_timeout_ms / 1000
         self._max_poll_records = max_poll_records
         consumer = _consumer(bootstrap, client_id or f"eventray-reader-{topic}", fetch_max_bytes=fetch_max_bytes,
                              max_partition_fetch_bytes=max_partition_fetch_bytes,
-                             configs={"check.crcs": bool(check_crcs)})
+                             configs={"check.crcs": bool(check_crcs)}, tls=tls)
         self._c = _Positions(consumer, topic, self.partitions)
         self._tp = _kafka().TopicPartition
 

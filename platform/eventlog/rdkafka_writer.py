@@ -35,6 +35,7 @@ from eventray.platform.errors import (
     ServiceUnavailable,
 )
 from eventray.platform.eventlog.writer import WriterLifecycle
+from eventray.platform.tls import TLSFiles, kafka_options, kafka_unavailable
 
 __all__ = ["RdKafkaTransactionalWriter"]
 
@@ -78,12 +79,14 @@ class RdKafkaTransactionalWriter(WriterLifecycle):
         retry_backoff_ms: int = 2,
         client_id: str | None = None,
         producer_configs: dict[str, Any] | None = None,
+        tls: TLSFiles | None = None,
     ) -> None:
         self.topic = topic
         self.partition = partition
         self.transactional_id = transactional_id
         self._commit_timeout_s = commit_timeout_s
         self._init_timeout_s = max_block_ms / 1000
+        self._bootstrap, self._tls = bootstrap, tls
         self._configs: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
             "client.id": client_id or f"eventray-writer-{topic}-{partition}",
@@ -100,6 +103,7 @@ class RdKafkaTransactionalWriter(WriterLifecycle):
             "socket.nagle.disable": True,
             "logger": logging.getLogger("eventray.eventlog.librdkafka"),
             "on_delivery": self._delivered,
+            **kafka_options(tls, "confluent-kafka"),
             **(producer_configs or {}),
         }
         self._producer: Any = None
@@ -134,10 +138,8 @@ class RdKafkaTransactionalWriter(WriterLifecycle):
             producer.flush(0)
             if err is not None and not err.retriable() and err.fatal():
                 raise ConfigurationError(f"Kafka refused transactional id {self.transactional_id}: {err.str()}") from e
-            raise ServiceUnavailable(
-                f"init_transactions for {self.transactional_id} failed: {err.str() if err else e}",
-                transactional_id=self.transactional_id,
-            ) from e
+            raise kafka_unavailable(f"init_transactions for {self.transactional_id} failed: {err.str() if err else e}",
+                                    bootstrap=self._bootstrap, tls=self._tls) from e
         self._producer = producer
         self._needs_recreate = False
         log.info("writer %s owns %s[%d] (librdkafka)", self.transactional_id, self.topic, self.partition)

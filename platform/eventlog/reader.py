@@ -21,6 +21,7 @@ from kafka import KafkaConsumer, TopicPartition
 from eventray.platform.errors import ServiceUnavailable
 from eventray.platform.eventlog.codec import EventCodec
 from eventray.platform.eventlog.envelope import DecodedRecord, Undecodable
+from eventray.platform.tls import TLSFiles, kafka_options, kafka_unavailable
 
 __all__ = ["LogRecord", "PartitionReader", "PartitionsReader", "make_partitions_reader", "make_reader"]
 
@@ -169,6 +170,7 @@ class PartitionReader(ReaderCommon):
             replay time here, and the broker already verified the CRC when it was produced.
         client_id: shows in broker logs.
         consumer_configs: further :class:`kafka.KafkaConsumer` settings (override the above).
+        tls: the client identity and CA (``Settings.tls_files()``); None means plaintext.
 
     Use as a context manager, or call :meth:`close`. Not thread-safe, except :meth:`tail`'s stop
     flag, which any thread may set.
@@ -188,6 +190,7 @@ class PartitionReader(ReaderCommon):
         check_crcs: bool | None = None,
         client_id: str | None = None,
         consumer_configs: dict[str, Any] | None = None,
+        tls: TLSFiles | None = None,
     ) -> None:
         self.topic = topic
         self.partition = partition
@@ -209,12 +212,14 @@ class PartitionReader(ReaderCommon):
             # tail polls twice a second, not ten times
             "fetch_max_wait_ms": 500,
             "check_crcs": _HAVE_C_CRC32C if check_crcs is None else check_crcs,
+            **kafka_options(tls, "kafka-python"),
             **(consumer_configs or {}),
         }
         try:
             self._consumer = KafkaConsumer(**configs)
         except _UNAVAILABLE as e:
-            raise ServiceUnavailable(f"Kafka is not reachable for reader {topic}[{partition}]: {e}") from e
+            raise kafka_unavailable(f"Kafka is not reachable for reader {topic}[{partition}]: {e}",
+                                    bootstrap=bootstrap, tls=tls) from e
         self._consumer.assign([self._tp])
 
     # --- positions ---------------------------------------------------------------------------
@@ -275,12 +280,13 @@ class PartitionsReader:
         topic: the event-log topic.
         partitions: the partitions to read.
         max_poll_records, fetch_max_bytes, max_partition_fetch_bytes, poll_timeout_ms,
-            check_crcs, client_id: as for :class:`PartitionReader`.
+            check_crcs, client_id, tls: as for :class:`PartitionReader`.
     """
 
     def __init__(self, bootstrap: str, topic: str, partitions: list[int], *, max_poll_records: int = 10_000,
                  fetch_max_bytes: int = 64 * 1024 * 1024, max_partition_fetch_bytes: int = 16 * 1024 * 1024,
-                 poll_timeout_ms: int = 500, check_crcs: bool | None = None, client_id: str | None = None) -> None:
+                 poll_timeout_ms: int = 500, check_crcs: bool | None = None, client_id: str | None = None,
+                 tls: TLSFiles | None = None) -> None:
         self.topic = topic
         self.partitions = list(partitions)
         self._tps = {p: TopicPartition(topic, p) for p in self.partitions}
@@ -291,9 +297,10 @@ class PartitionsReader:
                 group_id=None, enable_auto_commit=False, isolation_level="read_committed",
                 auto_offset_reset="earliest", max_poll_records=max_poll_records, fetch_max_bytes=fetch_max_bytes,
                 max_partition_fetch_bytes=max_partition_fetch_bytes, fetch_max_wait_ms=500,
-                check_crcs=_HAVE_C_CRC32C if check_crcs is None else check_crcs)
+                check_crcs=_HAVE_C_CRC32C if check_crcs is None else check_crcs, **kafka_options(tls, "kafka-python"))
         except _UNAVAILABLE as e:
-            raise ServiceUnavailable(f"Kafka is not reachable for reader {topic}{self.partitions}: {e}") from e
+            raise kafka_unavailable(f"Kafka is not reachable for reader {topic}{self.partitions}: {e}",
+                                    bootstrap=bootstrap, tls=tls) from e
         self._consumer.assign(list(self._tps.values()))
 
     def seek(self, partition: int, offset: int) -> None:

@@ -33,6 +33,7 @@ from eventray.platform.errors import (
     Fenced,
     ServiceUnavailable,
 )
+from eventray.platform.tls import TLSFiles, kafka_options, kafka_unavailable
 
 __all__ = ["KAFKA_CLIENTS", "TransactionalWriter", "make_writer"]
 
@@ -138,6 +139,7 @@ class TransactionalWriter(WriterLifecycle):
         max_block_ms: bound on ``init_transactions``, metadata and buffer waits.
         client_id: shows in broker logs and metrics.
         producer_configs: further :class:`kafka.KafkaProducer` settings (override the above).
+        tls: the client identity and CA (``Settings.tls_files()``); None means plaintext.
 
     Call :meth:`init` before the first :meth:`append_batch`.
     """
@@ -159,11 +161,13 @@ class TransactionalWriter(WriterLifecycle):
         retry_backoff_ms: int = 2,
         client_id: str | None = None,
         producer_configs: dict[str, Any] | None = None,
+        tls: TLSFiles | None = None,
     ) -> None:
         self.topic = topic
         self.partition = partition
         self.transactional_id = transactional_id
         self._commit_timeout_ms = int(commit_timeout_s * 1000)
+        self._bootstrap, self._tls = bootstrap, tls
         self._configs: dict[str, Any] = {
             "bootstrap_servers": bootstrap,
             "client_id": client_id or f"eventray-writer-{topic}-{partition}",
@@ -178,6 +182,7 @@ class TransactionalWriter(WriterLifecycle):
             "compression_type": compression_type,
             "max_block_ms": max_block_ms,
             "retry_backoff_ms": retry_backoff_ms,
+            **kafka_options(tls, "kafka-python"),
             **(producer_configs or {}),
         }
         self._producer: KafkaProducer | None = None
@@ -203,16 +208,16 @@ class TransactionalWriter(WriterLifecycle):
         try:
             producer = KafkaProducer(**self._configs)
         except (kerr.KafkaConnectionError, kerr.KafkaTimeoutError) as e:
-            raise ServiceUnavailable(f"Kafka is not reachable for writer {self.transactional_id}: {e}") from e
+            raise kafka_unavailable(f"Kafka is not reachable for writer {self.transactional_id}: {e}",
+                                    bootstrap=self._bootstrap, tls=self._tls) from e
         except (kerr.KafkaConfigurationError, kerr.UnsupportedCodecError, ValueError, AssertionError) as e:
             raise ConfigurationError(f"bad producer settings for {self.transactional_id}: {e}") from e
         try:
             producer.init_transactions()
         except kerr.KafkaTimeoutError as e:
             producer.close(timeout=0)
-            raise ServiceUnavailable(
-                f"init_transactions for {self.transactional_id} timed out: {e}", transactional_id=self.transactional_id
-            ) from e
+            raise kafka_unavailable(f"init_transactions for {self.transactional_id} timed out: {e}",
+                                    bootstrap=self._bootstrap, tls=self._tls) from e
         except _PERMANENT as e:
             producer.close(timeout=0)
             raise ConfigurationError(f"Kafka refused transactional id {self.transactional_id}: {e}") from e

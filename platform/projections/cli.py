@@ -74,7 +74,7 @@ def status(rt: Any) -> list[dict[str, Any]]:
         offs = {int(k): int(v) for k, v in (offsets or {}).items()}
         key = (topic, partitions)
         if key not in heads:
-            ends = LogEnds(settings.kafka_address, topic, partitions)
+            ends = LogEnds(settings.kafka_address, topic, partitions, tls=settings.tls_files())
             try:
                 heads[key] = ends()
             finally:
@@ -88,7 +88,7 @@ def status(rt: Any) -> list[dict[str, Any]]:
 
 def _projections(args: argparse.Namespace) -> int:
     rt = load_runtime(args)
-    table = Table(title=f"projections of {rt.app.name} on {rt.topic} ({rt.settings.dsn.rsplit('/', 1)[-1]})")
+    table = Table(title=f"projections of {rt.app.name} on {rt.topic} ({rt.settings.dsn.split('?', 1)[0].rsplit('/', 1)[-1]})")
     for col in ("name", "version", "current", "status", "offsets", "lag", "applied", "dead letters", "topic"):
         table.add_column(col)
     for r in status(rt):

@@ -230,7 +230,8 @@ class ProjectionHostActor:
 
         rt = self._rt
         reader = make_partitions_reader(rt.settings.kafka_client, rt.settings.kafka_address, rt.topic, self._partitions,
-                                        client_id=f"eventray-projection-host-{self._group}-{self._partitions[0]}")
+                                        client_id=f"eventray-projection-host-{self._group}-{self._partitions[0]}",
+                                        tls=rt.settings.tls_files())
         decode_many = rt.codec.decode_many
         try:
             # after an error the stored offsets are the truth (a COMMIT may have landed unseen)
@@ -376,7 +377,8 @@ class ProjectionHostActor:
             return
         if self._ends_reader is None:
             self._ends_reader = PartitionsReader(self._rt.settings.kafka_address, self._rt.topic, self._partitions,
-                                                 client_id=f"eventray-metrics-host-{self._group}")
+                                                 client_id=f"eventray-metrics-host-{self._group}",
+                                                 tls=self._rt.settings.tls_files())
         self._ends.update(self._ends_reader.last_stable_offsets())  # in place: the gauges hold its __getitem__
         for m in members:
             for p, runner in m.runners.items():

@@ -28,6 +28,7 @@ from eventray.platform.projections.actor import start_runners, stop_runners
 from eventray.platform.projections.host import host_group, host_group_of, refresh_hosts
 from eventray.platform.projections.runner import FaultPoint
 from eventray.platform.projections.store import ProjectionStore
+from eventray.platform.tls import TLSFiles
 
 __all__ = ["LogEnds", "ReplayFailed", "ReplayReport", "replay"]
 
@@ -62,11 +63,11 @@ class ReplayReport(msgspec.Struct, frozen=True, kw_only=True):
 class LogEnds:
     """The last stable offset of each partition of a topic (read_committed)."""
 
-    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
+    def __init__(self, bootstrap: str, topic: str, partitions: int, *, tls: TLSFiles | None = None) -> None:
         from eventray.platform.eventlog.reader import PartitionReader
 
         self._readers = [PartitionReader(bootstrap=bootstrap, topic=topic, partition=p,
-                                         client_id=f"eventray-lag-{topic}-{p}") for p in range(partitions)]
+                                         client_id=f"eventray-lag-{topic}-{p}", tls=tls) for p in range(partitions)]
 
     def __call__(self) -> dict[int, int]:
         return {r.partition: r.last_stable_offset() for r in self._readers}
@@ -111,7 +112,7 @@ def replay(
     proj = rt.projection(name)
     rt.ensure_topic()
     store = ProjectionStore(settings.dsn)
-    ends = LogEnds(settings.kafka_address, rt.topic, settings.partitions)
+    ends = LogEnds(settings.kafka_address, rt.topic, settings.partitions, tls=settings.tls_files())
     try:
         # the current version on this topic; one reading another topic is left alone (names are global)
         old = store.current_versions(rt.topic, [name]).get(name)

@@ -15,6 +15,7 @@ import kafka.errors as kerr
 from kafka import KafkaConsumer, TopicPartition
 
 from eventray.platform.errors import ServiceUnavailable
+from eventray.platform.tls import TLSFiles, kafka_options, kafka_unavailable
 
 log = logging.getLogger("eventray.sagas")
 
@@ -26,7 +27,7 @@ class EventConsumer:
     """Reads every partition of ``topic`` for the offsets group ``group_id``."""
 
     def __init__(self, *, bootstrap: str, topic: str, partitions: int, group_id: str,
-                 client_id: str | None = None) -> None:
+                 client_id: str | None = None, tls: TLSFiles | None = None) -> None:
         self.topic = topic
         self.group_id = group_id
         self._tps = [TopicPartition(topic, p) for p in range(partitions)]
@@ -38,10 +39,11 @@ class EventConsumer:
                 # long it holds an empty one, so an idle coordinator does not refetch every few ms
                 # (a poll still returns at its own timeout; the fetch's answer waits for the next)
                 fetch_max_wait_ms=200, max_poll_records=5_000, check_crcs=False,
-                max_partition_fetch_bytes=4 * 1024 * 1024,
+                max_partition_fetch_bytes=4 * 1024 * 1024, **kafka_options(tls, "kafka-python"),
             )
         except _UNAVAILABLE as e:
-            raise ServiceUnavailable(f"Kafka is not reachable for the saga consumer {group_id}: {e}") from e
+            raise kafka_unavailable(f"Kafka is not reachable for the saga consumer {group_id}: {e}",
+                                    bootstrap=bootstrap, tls=tls) from e
         self._consumer.assign(self._tps)
 
     def committed(self) -> dict[int, int | None]:

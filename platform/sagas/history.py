@@ -32,6 +32,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from eventray.platform.tls import TLSFiles
+
 __all__ = ["HistoryReport", "Op", "check_queue", "saga_run_history"]
 
 
@@ -114,11 +116,12 @@ def check_queue(history: Iterable[Op]) -> HistoryReport:
 
 # --- building a saga run's history from the logs ------------------------------------------------------
 
-def _read_partition(bootstrap: str, topic: str, partition: int, isolation: str) -> list[tuple[int, bytes | None, bytes]]:
+def _read_partition(bootstrap: str, topic: str, partition: int, isolation: str,
+                    tls: TLSFiles | None = None) -> list[tuple[int, bytes | None, bytes]]:
     from eventray.platform.eventlog.reader import PartitionReader
 
     reader = PartitionReader(bootstrap=bootstrap, topic=topic, partition=partition,
-                             consumer_configs={"isolation_level": isolation})
+                             consumer_configs={"isolation_level": isolation}, tls=tls)
     try:
         end = reader.last_stable_offset()
         return [r for batch in reader.read(0, until=end) for r in batch]
@@ -129,7 +132,8 @@ def _read_partition(bootstrap: str, topic: str, partition: int, isolation: str) 
 def saga_run_history(*, bootstrap: str, event_topic: str, partitions: int, saga_topic: str, saga_partitions: int,
                      acked_starts: Iterable[str], terminal: dict[str, Any], codec: Any,
                      movement: Callable[[Any], tuple[str, str] | None],
-                     effects: Callable[[str, Any], Iterable[tuple[str, str]]]) -> tuple[list[Op], list[str]]:
+                     effects: Callable[[str, Any], Iterable[tuple[str, str]]],
+                     tls: TLSFiles | None = None) -> tuple[list[Op], list[str]]:
     """The history of a run, and the exactly-once errors of its saga transitions.
 
     Args:
@@ -148,7 +152,7 @@ def saga_run_history(*, bootstrap: str, event_topic: str, partitions: int, saga_
     committed_event: dict[tuple[int, int], Any] = {}
     final_reads: list[tuple[Any, int, Any]] = []
     for p in range(partitions):
-        committed = _read_partition(bootstrap, event_topic, p, "read_committed")
+        committed = _read_partition(bootstrap, event_topic, p, "read_committed", tls)
         committed_offsets = {o for o, _, _ in committed}
         for rec in codec.decode_many(committed, partition=p):
             if not isinstance(rec, DecodedRecord) or rec.offset is None:
@@ -157,14 +161,14 @@ def saga_run_history(*, bootstrap: str, event_topic: str, partitions: int, saga_
             committed_event[(p, rec.offset)] = vid
             final_reads.append((("events", p), rec.offset, vid))
         # aborted records: in the log (read_uncommitted) but never committed
-        for rec in codec.decode_many(_read_partition(bootstrap, event_topic, p, "read_uncommitted"), partition=p):
+        for rec in codec.decode_many(_read_partition(bootstrap, event_topic, p, "read_uncommitted", tls), partition=p):
             if isinstance(rec, DecodedRecord) and rec.offset not in committed_offsets:
                 vid = movement(rec.event) or ("event", rec.envelope.event_id)
                 ops.append(Op("fail", "send", vid, ("events", p), rec.offset))
     seqs: dict[str, list[int]] = defaultdict(list)
     coordinator_reads: list[tuple[Any, int, Any]] = []
     for sp in range(saga_partitions):
-        committed = _read_partition(bootstrap, saga_topic, sp, "read_committed")
+        committed = _read_partition(bootstrap, saga_topic, sp, "read_committed", tls)
         committed_offsets = {o for o, _, _ in committed}
         for offset, _, value in committed:
             rec = decode_record(value)
@@ -174,7 +178,7 @@ def saga_run_history(*, bootstrap: str, event_topic: str, partitions: int, saga_
                 p, o = (int(x) for x in rec.trigger.split(":"))
                 # what the coordinator read at (p, o): the committed value there, or an aborted one
                 coordinator_reads.append((("events", p), o, committed_event.get((p, o), ("aborted-or-missing", p, o))))
-        for offset, _, value in _read_partition(bootstrap, saga_topic, sp, "read_uncommitted"):
+        for offset, _, value in _read_partition(bootstrap, saga_topic, sp, "read_uncommitted", tls):
             if offset not in committed_offsets:
                 rec = decode_record(value)
                 ops.append(Op("fail", "send", ("transition", rec.saga_id, rec.seq), ("sagas", sp), offset))

@@ -219,7 +219,7 @@ class BankWorkload:
             bootstrap=rt.settings.kafka_address, event_topic=rt.topic, partitions=rt.settings.partitions,
             saga_topic=saga_topic(rt, ss), saga_partitions=ss.partitions, acked_starts=self.transfers_acked,
             terminal={s.transfer_id: s for s in finals}, codec=rt.codec, movement=history_movement,
-            effects=history_effects)
+            effects=history_effects, tls=rt.settings.tls_files())
         history = check_queue(ops)
         history.transition_errors = transition_errors
         return history.summary(), history.valid

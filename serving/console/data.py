@@ -270,14 +270,14 @@ class ConsoleState:
         self.samples: dict[tuple[str, int], deque[tuple[float, int, int]]] = {}
         self.sampled_at = float("-inf")
 
-    def heads(self, bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+    def heads(self, bootstrap: str, topic: str, partitions: int, tls: Any = None) -> dict[int, int]:
         """The last stable offset of each partition (blocking: call in a thread)."""
         from eventray.platform.projections.replay import LogEnds
 
         with self._lock:
             ends = self._ends.get((topic, partitions))
             if ends is None:
-                ends = self._ends[(topic, partitions)] = LogEnds(bootstrap, topic, partitions)
+                ends = self._ends[(topic, partitions)] = LogEnds(bootstrap, topic, partitions, tls=tls)
             try:
                 return ends()
             except Exception as e:
@@ -336,7 +336,8 @@ async def projections(services: Any) -> list[dict[str, Any]]:
     rows = await _status_rows(services)
     heads: dict[int, dict[int, int]] = {}
     for n in {r["partitions"] for r in rows}:
-        heads[n] = await asyncio.to_thread(state.heads, rt.settings.kafka_address, rt.topic, n)
+        heads[n] = await asyncio.to_thread(state.heads, rt.settings.kafka_address, rt.topic, n,
+                                          rt.settings.tls_files())
     now = time.time()
     sample = now - state.sampled_at >= state.sample_every_s
     if sample:

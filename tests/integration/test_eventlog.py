@@ -17,19 +17,31 @@ from eventray.platform.errors import CommitFailed, ConfigurationError, Fenced
 from eventray.platform.eventlog import ensure_topic, partition_for
 from eventray.platform.eventlog.reader import make_partitions_reader, make_reader
 from eventray.platform.eventlog.writer import KAFKA_CLIENTS, make_writer
+from eventray.platform.tls import TLSFiles, kafka_options
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
+#: the stack's client identity (``Settings.tls_files()``; None when EVENTRAY_TLS is off), set by ``bootstrap``
+_TLS: TLSFiles | None = None
+
+
 @pytest.fixture()
 def bootstrap(stack_settings) -> str:
+    global _TLS
+    _TLS = stack_settings.tls_files()
     return stack_settings.kafka_address
+
+
+def _raw() -> dict:
+    """Security options of a raw kafka-python client on this stack."""
+    return kafka_options(_TLS, "kafka-python")
 
 
 @pytest.fixture()
 def topic(bootstrap) -> str:
     name = f"test-eventlog-{uuid.uuid4().hex[:12]}"
-    ensure_topic(bootstrap, name, 1, replication_factor=1)
+    ensure_topic(bootstrap, name, 1, replication_factor=1, tls=_TLS)
     return name
 
 
@@ -44,7 +56,7 @@ def writers(kafka_client):
     made: list = []
 
     def make(bootstrap: str, topic: str, txid: str | None = None, **kw):
-        w = make_writer(kafka_client, bootstrap, topic, 0, txid or f"tx-{topic}", commit_timeout_s=20, **kw)
+        w = make_writer(kafka_client, bootstrap, topic, 0, txid or f"tx-{topic}", commit_timeout_s=20, tls=_TLS, **kw)
         w.init()
         made.append(w)
         return w
@@ -55,7 +67,7 @@ def writers(kafka_client):
 
 
 def read_all(bootstrap: str, topic: str, client: str, from_offset: int = 0) -> list[tuple[int, bytes | None, bytes]]:
-    with make_reader(client, bootstrap, topic, 0, stall_timeout_s=10) as reader:
+    with make_reader(client, bootstrap, topic, 0, stall_timeout_s=10, tls=_TLS) as reader:
         return [rec for batch in reader.read(from_offset) for rec in batch]
 
 
@@ -65,7 +77,7 @@ def records(prefix: str, n: int, key: bytes = b"agg-1") -> list[tuple[bytes, byt
 
 def open_transaction(bootstrap: str, topic: str, values: list[bytes]) -> KafkaProducer:
     """A raw transactional producer left with an open (uncommitted) transaction."""
-    p = KafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"raw-{uuid.uuid4().hex}", linger_ms=0)
+    p = KafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"raw-{uuid.uuid4().hex}", linger_ms=0, **_raw())
     p.init_transactions()
     p.begin_transaction()
     for v in values:
@@ -82,7 +94,7 @@ def test_a_batch_commits_atomically_with_its_offsets(bootstrap, topic, writers, 
     assert [o for o, _, _ in got] == offsets
     assert [v for _, _, v in got] == [v for _, v in records("a", 50)]
     assert all(k == b"agg-1" for _, k, _ in got)
-    with make_reader(kafka_client, bootstrap, topic, 0) as r:
+    with make_reader(kafka_client, bootstrap, topic, 0, tls=_TLS) as r:
         assert r.last_stable_offset() == offsets[-1] + 2  # the commit marker takes one offset
 
 
@@ -134,7 +146,7 @@ def test_zombie_writer_is_fenced(bootstrap, topic, writers, kafka_client):
 
 def test_a_new_incarnation_aborts_the_zombies_open_transaction(bootstrap, topic, writers, kafka_client):
     txid = f"shard-{topic}"
-    p = KafkaProducer(bootstrap_servers=bootstrap, transactional_id=txid, linger_ms=0)
+    p = KafkaProducer(bootstrap_servers=bootstrap, transactional_id=txid, linger_ms=0, **_raw())
     p.init_transactions()
     p.begin_transaction()
     p.send(topic, value=b"left-open", key=b"k", partition=0)
@@ -167,7 +179,7 @@ def test_read_stops_at_the_lso_while_a_transaction_is_open(bootstrap, topic, wri
     got = read_all(bootstrap, topic, kafka_client)
     assert time.monotonic() - t0 < 5, "the read must not wait for the open transaction"
     assert [v for _, _, v in got] == [b"committed-0", b"committed-1", b"committed-2"]
-    with make_reader(kafka_client, bootstrap, topic, 0) as r:
+    with make_reader(kafka_client, bootstrap, topic, 0, tls=_TLS) as r:
         assert r.last_stable_offset() == 4  # 3 records + commit marker; the open one starts at 4
     other.commit_transaction()
     other.close()
@@ -180,7 +192,7 @@ def test_tail_sees_new_commits_and_stops_on_the_flag(bootstrap, topic, writers, 
     w = writers(bootstrap, topic)
     stop = threading.Event()
     seen: list[bytes] = []
-    with make_reader(kafka_client, bootstrap, topic, 0, poll_timeout_ms=100) as reader:
+    with make_reader(kafka_client, bootstrap, topic, 0, poll_timeout_ms=100, tls=_TLS) as reader:
 
         def consume() -> None:
             for batch in reader.tail(0, stop=stop):
@@ -198,16 +210,16 @@ def test_tail_sees_new_commits_and_stops_on_the_flag(bootstrap, topic, writers, 
 
 def test_ensure_topic_is_idempotent_and_refuses_another_partition_count(bootstrap):
     name = f"test-ensure-{uuid.uuid4().hex[:12]}"
-    assert ensure_topic(bootstrap, name, 3, replication_factor=1) is True
-    assert ensure_topic(bootstrap, name, 3, replication_factor=1) is False
+    assert ensure_topic(bootstrap, name, 3, replication_factor=1, tls=_TLS) is True
+    assert ensure_topic(bootstrap, name, 3, replication_factor=1, tls=_TLS) is False
     with pytest.raises(ConfigurationError, match="fixed at creation") as info:
-        ensure_topic(bootstrap, name, 4, replication_factor=1)
+        ensure_topic(bootstrap, name, 4, replication_factor=1, tls=_TLS)
     assert "EVENTRAY_PARTITIONS=3" in str(info.value)
     assert info.value.details["existing"] == 3
 
 
 def test_writer_refuses_to_write_before_init(bootstrap, topic, kafka_client):
-    w = make_writer(kafka_client, bootstrap, topic, 0, f"tx-{topic}")
+    w = make_writer(kafka_client, bootstrap, topic, 0, f"tx-{topic}", tls=_TLS)
     with pytest.raises(CommitFailed, match="init"):
         w.append_batch(records("x", 1))
 
@@ -219,6 +231,14 @@ public class KeyedProducer {
     public static void main(String[] args) throws Exception {
         Properties p = new Properties();
         p.put("bootstrap.servers", args[0]);
+        String keystore = System.getenv("KEYSTORE_PEM");  // key + chain, when the stack runs TLS
+        if (keystore != null) {
+            p.put("security.protocol", "SSL");
+            p.put("ssl.keystore.type", "PEM");
+            p.put("ssl.keystore.location", keystore);
+            p.put("ssl.truststore.type", "PEM");
+            p.put("ssl.truststore.location", System.getenv("TRUSTSTORE_PEM"));
+        }
         p.put("key.serializer", "org.apache.kafka.common.serialization.StringSerializer");
         p.put("value.serializer", "org.apache.kafka.common.serialization.StringSerializer");
         try (KafkaProducer<String, String> producer = new KafkaProducer<>(p)) {
@@ -249,15 +269,20 @@ def test_partition_for_agrees_with_the_java_client(stack_settings, bootstrap, tm
     assert libs is not None, "the Kafka jars are missing: run `eventray dev up`"
     partitions = 7
     name = f"test-route-{uuid.uuid4().hex[:12]}"
-    ensure_topic(bootstrap, name, partitions, replication_factor=1)
+    ensure_topic(bootstrap, name, partitions, replication_factor=1, tls=_TLS)
     keys = [f"acc-{i}" for i in range(60)] + [uuid.uuid4().hex for _ in range(40)] + ["ü-ñ-✓"]
     src = tmp_path / "KeyedProducer.java"
     src.write_text(_JAVA_KEYED_PRODUCER)
+    env = dict(os.environ)
+    if _TLS is not None:  # Java's PEM keystore: the key and the certificate in one file
+        keystore = tmp_path / "client-keystore.pem"
+        keystore.write_bytes(_TLS.key.read_bytes() + _TLS.cert.read_bytes())
+        env.update(KEYSTORE_PEM=str(keystore), TRUSTSTORE_PEM=str(_TLS.ca))
     subprocess.run(
         ["java", "-cp", f"{libs}/*", str(src), bootstrap, name, *keys],
-        check=True, timeout=90, capture_output=True,
+        check=True, timeout=90, capture_output=True, env=env,
     )
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, **_raw())
     tps = [TopicPartition(name, p) for p in range(partitions)]
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)
@@ -275,22 +300,22 @@ def test_partition_for_agrees_with_the_java_client(stack_settings, bootstrap, tm
 
 def test_one_reader_of_many_partitions_pauses_seeks_and_ends_past_aborted_records(bootstrap, kafka_client):
     name = f"test-eventlog-multi-{uuid.uuid4().hex[:12]}"
-    ensure_topic(bootstrap, name, 2, replication_factor=1)
-    w0 = make_writer(kafka_client, bootstrap, name, 0, f"tx-{name}-0", commit_timeout_s=20)
-    w1 = make_writer(kafka_client, bootstrap, name, 1, f"tx-{name}-1", commit_timeout_s=20)
+    ensure_topic(bootstrap, name, 2, replication_factor=1, tls=_TLS)
+    w0 = make_writer(kafka_client, bootstrap, name, 0, f"tx-{name}-0", commit_timeout_s=20, tls=_TLS)
+    w1 = make_writer(kafka_client, bootstrap, name, 1, f"tx-{name}-1", commit_timeout_s=20, tls=_TLS)
     w0.init()
     w1.init()
     try:
         w0.append_batch(records("p0", 3))
         w1.append_batch(records("p1", 2))
-        raw = KafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"raw-{uuid.uuid4().hex}", linger_ms=0)
+        raw = KafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"raw-{uuid.uuid4().hex}", linger_ms=0, **_raw())
         raw.init_transactions()
         raw.begin_transaction()
         raw.send(name, value=b"aborted", key=b"k", partition=1)
         raw.flush()
         raw.abort_transaction()
         raw.close()
-        reader = make_partitions_reader(kafka_client, bootstrap, name, [0, 1], poll_timeout_ms=200)
+        reader = make_partitions_reader(kafka_client, bootstrap, name, [0, 1], poll_timeout_ms=200, tls=_TLS)
         try:
             assert reader.last_stable_offsets() == {0: 4, 1: 5}  # records + markers; p1: + aborted + marker
             reader.seek(0, 0)
