@@ -133,16 +133,25 @@ def record_of(model: PretrainedModel, version: str, model_dir: Path) -> ModelRec
     )
 
 
-def import_pretrained(model_dir: Path, names: Iterable[str] = tuple(PRETRAINED), *,
+#: every model the registry imports rather than trains
+PRETRAINED_NAMES = (*PRETRAINED, "entities")
+
+
+def import_pretrained(model_dir: Path, names: Iterable[str] = PRETRAINED_NAMES, *,
                       version: str = "1") -> list[ModelRecord]:
     """Import the pretrained models ``names`` into the registry at ``model_dir`` as ``version``."""
     model_dir = Path(model_dir)
     existing = {(r.name, r.version): r for r in Registry(model_dir).records()}
     written = []
     for name in names:
-        if name not in PRETRAINED:
-            raise UnknownModel(f"no pretrained model {name!r}; known: {', '.join(PRETRAINED)}", model=name)
-        record = record_of(PRETRAINED[name], version, model_dir)
+        if name == "entities":  # spaCy, not ONNX: recorded where it is installed, not copied
+            from eventray.platform.ml.text import entities_record
+
+            record = entities_record(version)
+        elif name in PRETRAINED:
+            record = record_of(PRETRAINED[name], version, model_dir)
+        else:
+            raise UnknownModel(f"no pretrained model {name!r}; known: {', '.join(PRETRAINED_NAMES)}", model=name)
         existing[(name, version)] = record
         written.append(record)
     write_manifest(model_dir, list(existing.values()))
