@@ -23,7 +23,7 @@ from eventray.platform.ml.registry import (
 )
 
 #: the registry's model names, one per family
-MODEL_NAMES = ("anomaly", "sentiment", "digits", "recommend", "topics")
+MODEL_NAMES = ("anomaly", "sentiment", "digits", "recommend", "topics", "recommend_hybrid")
 OPSET = {"": 17, "ai.onnx.ml": 3}
 #: z-score of the log amount above which the statistical baseline flags a movement
 ZSCORE_THRESHOLD = 4.0
@@ -256,11 +256,8 @@ def recommend_graph(interactions: np.ndarray, item_factors: np.ndarray) -> Any:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET[""])])
 
 
-def _train_recommend(seed: int) -> Trained:
-    import onnx
-    from sklearn.decomposition import TruncatedSVD
-
-    full = datasets.synthetic_interactions(seed)
+def holdout_one_per_user(full: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hide one seeded interaction of every user with four or more: (training matrix, hidden item or -1)."""
     rng = np.random.default_rng(seed + 1)
     train = full.copy()
     hidden = np.full(len(full), -1, dtype=np.int64)
@@ -269,6 +266,15 @@ def _train_recommend(seed: int) -> Trained:
         if len(seen) >= 4:
             hidden[u] = int(rng.choice(seen))
             train[u, hidden[u]] = 0.0
+    return train, hidden
+
+
+def _train_recommend(seed: int) -> Trained:
+    import onnx
+    from sklearn.decomposition import TruncatedSVD
+
+    full = datasets.synthetic_interactions(seed)
+    train, hidden = holdout_one_per_user(full, seed)
     params = {"n_components": 16, "algorithm": "randomized", "n_iter": 7, "random_state": seed}
     svd = TruncatedSVD(**params).fit(train)
     factors = svd.components_.T.astype(np.float32)  # items x components
@@ -288,8 +294,16 @@ def _train_recommend(seed: int) -> Trained:
                    licence="generated here: no third-party data")
 
 
+def _train_hybrid(seed: int) -> Trained:
+    from eventray.platform.ml.content import train_hybrid
+
+    trained: Trained = train_hybrid(seed)
+    return trained
+
+
 _TRAINERS = {"anomaly": _train_anomaly, "sentiment": _train_sentiment, "digits": _train_digits,
-             "recommend": _train_recommend, "topics": _train_topics}
+             "recommend": _train_recommend, "topics": _train_topics, "recommend_hybrid": _train_hybrid}
+
 
 
 def train(name: str, seed: int = 0) -> Trained:
