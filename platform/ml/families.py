@@ -36,8 +36,12 @@ def make_session(model: Path | str | bytes, *, threads: int = 1) -> Any:
 
 @dataclass(frozen=True)
 class Limits:
+    """Per-request limits, checked in ``validate`` before a request joins a batch."""
+
     max_rows: int = 4096
     max_text_chars: int = 2000
+    max_image_bytes: int = 10 * 1024 * 1024
+    max_image_pixels: int = 25_000_000
 
 
 class Family:
