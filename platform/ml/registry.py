@@ -34,8 +34,20 @@ class TensorSpec(msgspec.Struct, frozen=True):
     shape: list[int | str]
 
 
+class Component(msgspec.Struct, frozen=True, kw_only=True):
+    """One file of a model made of several (OCR's detector and recognizer, MTCNN's three nets)."""
+
+    role: str
+    file: str  #: relative to the model directory
+    sha256: str
+    source: str  #: where the file came from: ``distribution==version:path/in/the/package``
+
+
 class ModelRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """One trained model version, as listed in ``registry.json``."""
+    """One trained or imported model version, as listed in ``registry.json``.
+
+    The fields after ``params`` came later and have defaults, so older manifests still decode.
+    """
 
     name: str
     version: str
@@ -48,6 +60,14 @@ class ModelRecord(msgspec.Struct, frozen=True, kw_only=True):
     metrics: dict[str, float]
     training_data_sha256: str
     params: dict[str, Any] = {}
+    #: what the model or its training data is, and from which package and version
+    source: str = ""
+    #: the licence of the weights and of the data they were trained on, as the package states it
+    licence: str = ""
+    #: what runs it: "onnxruntime", or "spacy" for the entity recognizer (not ONNX)
+    runtime: str = "onnxruntime"
+    #: every file of a multi-file model, each with its own sha256 (``file`` is the first)
+    components: list[Component] = []
 
 
 class Manifest(msgspec.Struct, frozen=True):

@@ -21,7 +21,8 @@ from typing import Any
 from ray import serve
 
 from eventray.platform.errors import ConfigurationError, ServiceUnavailable
-from eventray.platform.ml.families import Family, Limits, load_family
+from eventray.platform.ml.families import Family, Limits
+from eventray.platform.ml.served import load_registered
 from eventray.platform.ml.registry import Registry
 from eventray.platform.settings import Settings
 
@@ -57,9 +58,8 @@ class ModelDeployment:
     @serve.multiplexed(max_num_models_per_replica=3)
     async def _family(self, version: str) -> Family:
         record = self._registry.record(self._model, version)
-        path = self._registry.path(record)
         return await asyncio.get_running_loop().run_in_executor(
-            self._executor, lambda: load_family(record.family, path, threads=self._threads, limits=self._limits))
+            self._executor, lambda: load_registered(self._registry, record, threads=self._threads, limits=self._limits))
 
     async def __call__(self, payload: Any) -> dict[str, Any]:
         version = serve.get_multiplexed_model_id() or self._registry.default_version(self._model)
