@@ -136,7 +136,8 @@ class HardenedHTTPHandler(GraphQLHTTPHandler):
         if self._cache is not None and operation is not None and (request.method == "GET" or persisted):
             return await self._cache.answer(request, data, operation, lambda: self.execute_graphql_query(request, data),
                                             document, self._respond)
-        return self._respond(*await self.execute_graphql_query(request, data), None)
+        success, result = await self.execute_graphql_query(request, data)
+        return self._respond(success, result, None)
 
     @staticmethod
     def _respond(success: bool, result: dict[str, Any], headers: dict[str, str] | None) -> Response:
