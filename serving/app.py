@@ -63,6 +63,7 @@ def build_app(rt: Any, serving: ServingSettings, *, behind_serve_proxy: bool = F
     whose deployments the ML fields, ``/metrics`` and the console's Models screen use.
     """
     settings = rt.settings
+    serving.check_transport(settings)
     schema = executable_schema(rt)  # a bad extension fails here, before the replica serves
     ext = rt.app.graphql_extension()
     verifier = TokenVerifier(serving)

@@ -194,6 +194,24 @@ class ServingSettings(BaseSettings):
             return None
         return self.jwt_secret or DEV_JWT_SECRET
 
+    def check_transport(self, settings: Any) -> None:
+        """Refuse, in production, platform settings (``eventray.platform.settings.Settings``) whose
+        Kafka or PostgreSQL traffic would be plaintext; a :class:`ConfigurationError` names the setting."""
+        if self.profile != "production":
+            return
+        if not settings.tls:
+            raise ConfigurationError(
+                "EVENTRAY_PROFILE=production refuses plaintext Kafka and PostgreSQL: set EVENTRAY_TLS=true with "
+                "EVENTRAY_TLS_CA_FILE, EVENTRAY_TLS_CERT_FILE and EVENTRAY_TLS_KEY_FILE")
+        from urllib.parse import parse_qs, urlsplit
+
+        url = settings.database_url or ""
+        mode = (parse_qs(urlsplit(url).query).get("sslmode") or [None])[0] if "://" in url else None
+        if mode is not None and mode != "verify-full":
+            raise ConfigurationError(
+                f"EVENTRAY_DATABASE_URL sets sslmode={mode}; production needs verify-full (remove sslmode from "
+                "the URL: EVENTRAY_TLS adds it)")
+
     def for_app(self, rt: Any) -> ServingSettings:
         """These settings for the app of ``rt``: an app other than the bundled bank gets a Serve
         application and a route of its own (``<name>``, ``/<name>``) unless they were set, so several

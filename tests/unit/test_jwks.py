@@ -142,3 +142,16 @@ def test_production_refuses_each_unsafe_setting() -> None:
                             ({"jwks_url": None}, "EVENTRAY_JWKS_URL")):
         with pytest.raises(ConfigurationError, match=setting):
             ServingSettings(**{**base, **unsafe})
+
+
+def test_production_refuses_plaintext_kafka_and_postgres(tmp_path) -> None:
+    from eventray.platform.settings import Settings
+
+    prod = ServingSettings(profile="production", jwks_url="https://auth.example/jwks.json")
+    with pytest.raises(ConfigurationError, match="EVENTRAY_TLS=true"):
+        prod.check_transport(Settings(home=tmp_path, tls=False))
+    url = "postgresql://eventray@db.example:5432/eventray?sslmode=require"
+    with pytest.raises(ConfigurationError, match="sslmode=require"):
+        prod.check_transport(Settings(home=tmp_path, tls=True, database_url=url))
+    prod.check_transport(Settings(home=tmp_path, tls=True, database_url=url.split("?")[0]))
+    ServingSettings(profile="dev").check_transport(Settings(home=tmp_path, tls=False))  # dev allows it
