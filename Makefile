@@ -93,7 +93,7 @@ integration: up
 	$(PY) -m pytest tests/integration -q
 
 test: up
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 # The chaos suite (each fault command, the dashboard check), then 10 minutes of seeded faults
 # (every kind the stack supports), on a separate stack of its own
