@@ -206,7 +206,8 @@ class ServingSettings(BaseSettings):
         from urllib.parse import parse_qs, urlsplit
 
         url = settings.database_url or ""
-        mode = (parse_qs(urlsplit(url).query).get("sslmode") or [None])[0] if "://" in url else None
+        modes = parse_qs(urlsplit(url).query).get("sslmode", []) if "://" in url else []
+        mode = modes[0] if modes else None
         if mode is not None and mode != "verify-full":
             raise ConfigurationError(
                 f"EVENTRAY_DATABASE_URL sets sslmode={mode}; production needs verify-full (remove sslmode from "

@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from eventray.platform._files import atomic_write
 from eventray.platform.errors import StackError
 from eventray.platform.settings import Settings
 from eventray.platform.tls import TLSFiles
@@ -137,16 +137,7 @@ def issue(ca: Issued, cn: str, *, server: bool, hosts: Iterable[str] = (),
 
 def write_pem(path: Path, data: bytes, *, private: bool) -> None:
     """Write ``data`` atomically (a temporary file, then a rename), mode 0600 for a key."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o600 if private else 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, data, mode=0o600 if private else 0o644)
 
 
 def load_ca(tls_dir: Path) -> Issued | None:

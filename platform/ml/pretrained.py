@@ -20,7 +20,7 @@ from typing import Any
 
 from eventray.platform.errors import ConfigurationError, UnknownModel
 from eventray.platform.ml.registry import (
-    Component, ModelRecord, Registry, set_default_if_missing, write_manifest,
+    Component, ModelRecord, Registry, publish,
 )
 
 
@@ -154,10 +154,7 @@ def import_pretrained(model_dir: Path, names: Iterable[str] = PRETRAINED_NAMES, 
             raise UnknownModel(f"no pretrained model {name!r}; known: {', '.join(PRETRAINED_NAMES)}", model=name)
         existing[(name, version)] = record
         written.append(record)
-    write_manifest(model_dir, list(existing.values()))
-    for record in written:
-        set_default_if_missing(model_dir, record.name, record.version)
-    return written
+    return publish(model_dir, list(existing.values()), written)
 
 
 def open_pipeline(family: str, files: Mapping[str, Path | bytes], *, threads: int = 1) -> Any:

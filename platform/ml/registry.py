@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from eventray.platform._files import atomic_write
 from eventray.platform.errors import UnknownModel, UnknownModelVersion
 
 MANIFEST = "registry.json"
@@ -79,23 +79,11 @@ _encoder = msgspec.json.Encoder(order="deterministic")
 _manifest_decoder = msgspec.json.Decoder(Manifest)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_manifest(model_dir: Path, records: list[ModelRecord]) -> Path:
     """Write ``registry.json`` with ``records`` sorted by (name, version)."""
     ordered = sorted(records, key=lambda r: (r.name, _version_key(r.version)))
     path = Path(model_dir) / MANIFEST
-    _atomic_write(path, msgspec.json.format(_encoder.encode(Manifest(models=ordered)), indent=2) + b"\n")
+    atomic_write(path, msgspec.json.format(_encoder.encode(Manifest(models=ordered)), indent=2) + b"\n")
     return path
 
 
@@ -109,7 +97,16 @@ def promote(model_dir: Path, name: str, version: str) -> None:
     registry.record(name, version)  # validates
     defaults = dict(registry.defaults())
     defaults[name] = version
-    _atomic_write(Path(model_dir) / DEFAULTS, json.dumps(defaults, sort_keys=True, indent=2).encode() + b"\n")
+    atomic_write(Path(model_dir) / DEFAULTS, json.dumps(defaults, sort_keys=True, indent=2).encode() + b"\n")
+
+
+def publish(model_dir: Path, records: list[ModelRecord], new: list[ModelRecord]) -> list[ModelRecord]:
+    """Write the manifest of ``records`` and make each of ``new`` its model's default when it has
+    none yet; returns ``new``."""
+    write_manifest(model_dir, records)
+    for record in new:
+        set_default_if_missing(model_dir, record.name, record.version)
+    return new
 
 
 def set_default_if_missing(model_dir: Path, name: str, version: str) -> None:

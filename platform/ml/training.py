@@ -19,7 +19,7 @@ import numpy as np
 from eventray.platform.ml import datasets
 from eventray.platform.ml.features import FEATURE_NAMES, MovementFeatures
 from eventray.platform.ml.registry import (
-    ModelRecord, Registry, TensorSpec, set_default_if_missing, write_manifest,
+    ModelRecord, Registry, TensorSpec, publish,
 )
 
 #: the registry's model names, one per family
@@ -367,7 +367,4 @@ def write_models(model_dir: Path, models: list[Trained], *, version: str, seed: 
         path.write_bytes(blob)
         existing[(name, version)] = record
         written.append(record)
-    write_manifest(model_dir, list(existing.values()))
-    for record in written:
-        set_default_if_missing(model_dir, record.name, record.version)
-    return written
+    return publish(model_dir, list(existing.values()), written)
