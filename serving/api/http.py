@@ -146,7 +146,8 @@ class HardenedHTTPHandler(GraphQLHTTPHandler):
 
     async def execute_graphql_query(self, request: Any, data: Any, **kwargs: Any) -> Any:
         try:
-            return await asyncio.wait_for(super().execute_graphql_query(request, data, **kwargs), self._timeout_s)
+            async with asyncio.timeout(self._timeout_s):  # no task of its own, unlike wait_for
+                return await super().execute_graphql_query(request, data, **kwargs)
         except TimeoutError:
             log.warning("a GraphQL request ran past %.1f s and was stopped", self._timeout_s)
             return False, {"errors": [{
