@@ -223,7 +223,8 @@ def _our_broker(settings: Settings) -> int:
 
 def _wait_kafka(settings: Settings, t0: float, timeout_s: float = kafka.START_TIMEOUT_S) -> float:
     tls = certs.admin_tls(settings)
-    _proc.wait_until(lambda: kafka.ready(settings.kafka_address, tls), timeout=timeout_s,
+    _proc.wait_until(lambda: kafka.ready(settings.kafka_address, tls, probe_port=kafka.listen_port(settings)),
+                     timeout=timeout_s,
                      what=f"Kafka at {settings.kafka_address}", interval=0.2)
     return time.monotonic() - t0
 

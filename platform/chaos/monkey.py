@@ -43,6 +43,9 @@ __all__ = ["KINDS", "Acked", "CommandSender", "MonkeyReport", "Targets", "Worklo
 
 log = logging.getLogger("eventray.chaos.monkey")
 
+#: how long after a fault's recovery the monkey waits for the workload's next acknowledgement
+FLOWING_WAIT_S = 60.0
+
 KINDS = ("kill-shard", "kill-runner", "kill-coordinator", "pause-kafka", "restart-kafka",
          "restart-postgres", "delay-kafka")
 WORKERS = 4
@@ -56,6 +59,9 @@ class MonkeyReport:
     """
 
     faults: list[faults.FaultResult] = field(default_factory=list)
+    #: per fault (same order as ``faults``): seconds from its start until the workload had a new
+    #: acknowledgement after the target answered again; ``None`` when none came in the wait
+    flowing: list[float | None] = field(default_factory=list)
     fault_errors: list[str] = field(default_factory=list)
     skipped_kinds: dict[str, str] = field(default_factory=dict)
     acked: int = 0
@@ -75,6 +81,15 @@ class MonkeyReport:
             out[f.kind] = max(out.get(f.kind, 0.0), f.recovered_s)
         return out
 
+    def slowest_flowing(self) -> dict[str, float | None]:
+        """Per kind, the longest time from a fault's start until commands were acknowledged again
+        (``None`` when, for one of its faults, none was within the wait)."""
+        out: dict[str, float | None] = {}
+        for f, s in zip(self.faults, self.flowing, strict=True):
+            before = out.get(f.kind, 0.0)
+            out[f.kind] = None if s is None or before is None else max(before, s)
+        return out
+
     @property
     def ok(self) -> bool:
         return not (self.lost or self.duplicated or self.mismatched or self.fault_errors) and self.domain_ok
@@ -85,8 +100,12 @@ class MonkeyReport:
 
     def render(self) -> str:
         lines = [f"faults injected: {len(self.faults)}"]
+        flowing = self.slowest_flowing()
         for kind, n in sorted(Counter(f.kind for f in self.faults).items()):
-            lines.append(f"  {kind:18s} x{n:<3d} slowest recovery {self.slowest()[kind]:.2f}s")
+            back = flowing.get(kind)
+            lines.append(f"  {kind:18s} x{n:<3d} slowest recovery {self.slowest()[kind]:.2f}s, commands "
+                         + (f"acknowledged again {back:.2f}s after the fault began" if back is not None
+                            else f"not acknowledged within {FLOWING_WAIT_S:.0f}s of recovery"))
         for kind, why in self.skipped_kinds.items():
             lines.append(f"  {kind:18s} skipped: {why}")
         lines += [f"fault errors: {len(self.fault_errors)}" + "".join(f"\n  {e}" for e in self.fault_errors[:5]),
@@ -358,6 +377,16 @@ def projection_caught_up(rt: Any, name: str, timeout_s: float) -> int | None:
 # --------------------------------------------------------------------------- the run
 
 
+async def _next_ack(work: Workload, began: float) -> float | None:
+    """Seconds from ``began`` until the workload's next new acknowledgement (None after the wait)."""
+    seen, deadline = len(work.acked), time.monotonic() + FLOWING_WAIT_S
+    while len(work.acked) == seen:
+        if time.monotonic() > deadline:
+            return None
+        await asyncio.sleep(0.05)
+    return time.monotonic() - began
+
+
 async def _run(rt: Any, settings: Settings, factory: WorkloadFactory, *, duration_s: float, seed: int,
                report: MonkeyReport, out: Any) -> None:
     from eventray.platform.sagas.settings import SagaSettings
@@ -381,9 +410,13 @@ async def _run(rt: Any, settings: Settings, factory: WorkloadFactory, *, duratio
             rng.shuffle(order)
         kind = order.pop()
         try:
+            began = time.monotonic()
             result = await asyncio.to_thread(inject, settings, kind, rng, targets)
+            flowing = await _next_ack(work, began)
             report.faults.append(result)
-            out(f"  {kind:18s} {result.target}: back after {result.recovered_s:.2f}s {result.detail}")
+            report.flowing.append(flowing)
+            out(f"  {kind:18s} {result.target}: back after {result.recovered_s:.2f}s, commands acknowledged "
+                + (f"after {flowing:.2f}s " if flowing is not None else "not yet ") + result.detail)
         except Exception as e:  # noqa: BLE001 - reported: a fault that could not be injected or healed
             report.fault_errors.append(f"{kind}: {type(e).__name__}: {e}")
             out(f"  {kind:18s} FAILED: {e}")

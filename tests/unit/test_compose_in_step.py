@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from eventray.platform.devstack import broker_properties
-from eventray.platform.devstack.kafka import HEAP_OPTS
+from eventray.platform.devstack.kafka import HEAP_OPTS, JIT_OPTS
 from eventray.platform.devstack.postgres import SERVER_CONF
 from eventray.platform.settings import Settings
 
@@ -36,7 +36,7 @@ def _kafka_env_to_properties(env: dict[str, str]) -> dict[str, str]:
     # the apache/kafka image's rule: KAFKA_A_B -> a.b, "__" -> "-", "___" -> "_"
     props = {}
     for name, value in env.items():
-        if name.startswith("KAFKA_") and name != "KAFKA_HEAP_OPTS":
+        if name.startswith("KAFKA_") and name not in ("KAFKA_HEAP_OPTS", "KAFKA_JVM_PERFORMANCE_OPTS"):
             key = name[len("KAFKA_"):].lower().replace("___", "\0").replace("__", "-")
             props[key.replace("_", ".").replace("\0", "_")] = str(value)
     return props
@@ -52,6 +52,7 @@ def test_broker_heap_and_port_match(services: dict, defaults: Settings) -> None:
     kafka = services["kafka"]
     assert kafka["image"] == f"apache/kafka:{defaults.kafka_version}"
     assert kafka["environment"]["KAFKA_HEAP_OPTS"] == HEAP_OPTS
+    assert kafka["environment"]["KAFKA_JVM_PERFORMANCE_OPTS"].split()[0] == JIT_OPTS
     assert f"{defaults.kafka_port}:{defaults.kafka_port}" in kafka["ports"]
 
 

@@ -23,3 +23,30 @@ def test_a_command_applied_again_is_found_twice() -> None:
     assert check_log({"c1": [("a", 1, "e1"), ("a", 4, "e9")]}, acked)[1] == ["c1"]
     assert check_log({"c1": [("a", 1, "e1"), ("a", 1, "e1")]}, acked)[1] == ["c1"]
     assert check_log({"c9": [("a", 1, "e1"), ("b", 1, "e2")]}, {})[1] == ["c9"]
+
+
+def test_the_report_gives_per_kind_the_slowest_time_until_commands_were_acknowledged_again() -> None:
+    import asyncio
+
+    from eventray.platform.chaos import monkey
+    from eventray.platform.chaos.faults import FaultResult
+
+    report = monkey.MonkeyReport(
+        faults=[FaultResult("restart-kafka", "b", 9.0), FaultResult("restart-kafka", "b", 11.0),
+                FaultResult("kill-shard", "s", 3.0), FaultResult("pause-kafka", "b", 1.0)],
+        flowing=[12.5, 10.0, 3.5, None])
+    assert report.slowest_flowing() == {"restart-kafka": 12.5, "kill-shard": 3.5, "pause-kafka": None}
+    text = report.render()
+    assert "restart-kafka      x2   slowest recovery 11.00s, commands acknowledged again 12.50s" in text
+    assert f"pause-kafka        x1   slowest recovery 1.00s, commands not acknowledged within {monkey.FLOWING_WAIT_S:.0f}s" in text
+
+    class Work:  # acknowledges a command 0.2 s after the wait begins
+        acked: dict[str, Acked] = {"c0": Acked("a", 1, 1)}
+
+    async def scenario() -> float | None:
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.2, Work.acked.__setitem__, "c1", Acked("a", 2, 1))
+        return await monkey._next_ack(Work(), loop.time() - 1.0)  # type: ignore[arg-type]
+
+    waited = asyncio.run(scenario())
+    assert waited is not None and 1.15 <= waited < 2.0, waited
