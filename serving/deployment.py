@@ -64,7 +64,8 @@ def run(rt: Any, serving: ServingSettings, *, wait_s: float = 120.0, models: boo
     """Deploy (or update) the GraphQL app of ``rt`` (the app's runtime) on its Ray cluster; returns the
     GraphQL URL.
 
-    Serve's HTTP proxy listens on ``serving.http_host:http_port``. Waits until ``/healthz``
+    Serve's HTTP proxy listens on ``serving.http_host:http_port``, over HTTPS only when
+    ``serving.https`` (the replicas' direct-ingress ports too). Waits until ``/healthz``
     answers through the proxy. ``models``: compose the model deployments into the app
     (``bind_models``) for the ML fields; default: when the app uses models, use the ML
     application ``settings.ml_app_name`` when it runs (``eventray models deploy``: one set of
@@ -82,7 +83,11 @@ def run(rt: Any, serving: ServingSettings, *, wait_s: float = 120.0, models: boo
     serving = serving.for_app(rt)
     executable_schema(rt)
     rt.connect_ray()
-    serve.start(http_options={"host": serving.http_host, "port": serving.http_port})
+    http_options: dict[str, Any] = {"host": serving.http_host, "port": serving.http_port}
+    tls = serving.ingress_tls(settings)
+    if tls is not None:  # the direct-ingress replica ports take Serve's HTTP options too
+        http_options.update(ssl_certfile=str(tls[0]), ssl_keyfile=str(tls[1]))
+    serve.start(http_options=http_options)
     ml_app, bound = None, models if rt.app.models else False
     if bound is None:
         from eventray.serving.models.deployment import running_models
@@ -100,17 +105,29 @@ def run(rt: Any, serving: ServingSettings, *, wait_s: float = 120.0, models: boo
     ).bind(settings, serving, saga_settings=saga_settings or SagaSettings(), ml_app=ml_app,
            **_model_apps(settings, bound))
     serve.run(app, name=serving.app_name, route_prefix=serving.route_prefix, blocking=False)
-    base = f"http://{serving.http_host}:{serving.http_port}{serving.route_prefix.rstrip('/')}"
+    scheme = "https" if tls is not None else "http"
+    base = f"{scheme}://{serving.http_host}:{serving.http_port}{serving.route_prefix.rstrip('/')}"
+    verify: Any = ingress_verify(settings, serving)
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            if httpx.get(f"{base}/healthz", timeout=5).status_code == 200:
+            if httpx.get(f"{base}/healthz", timeout=5, verify=verify).status_code == 200:
                 return f"{base}/graphql"
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline:
             raise ServiceUnavailable(f"the GraphQL app did not become healthy at {base}/healthz in {wait_s:.0f}s")
         time.sleep(0.5)
+
+
+def ingress_verify(settings: Settings, serving: ServingSettings) -> Any:
+    """What an httpx client of this ingress verifies its certificate with: an SSL context trusting
+    the dev CA when the ingress serves the dev CA's certificate, else the system's trust (``True``)."""
+    if not serving.https or serving.https_cert_file is not None:
+        return True
+    import ssl
+
+    return ssl.create_default_context(cafile=str(settings.tls_dir / "ca.crt"))
 
 
 def _model_apps(settings: Settings, models: bool | None) -> dict[str, Any]:

@@ -87,6 +87,13 @@ class ServingSettings(BaseSettings):
     gzip_min_size: int = 1024
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    https: bool = Field(
+        default=False, description="serve the ingress over HTTPS only: Serve's proxy on http_port and the "
+        "replicas' direct-ingress ports (which take Serve's HTTP options). Off in dev; production requires it")
+    https_cert_file: Path | None = Field(
+        default=None, description="the ingress's PEM certificate chain; unset: the dev CA's `ingress` leaf in "
+        "the stack's tls_dir (`eventray dev certs`), issued when missing")
+    https_key_file: Path | None = Field(default=None, description="the key of https_cert_file (PEM)")
 
     # --- Ray Serve ---
     app_name: str = Field(default="eventray", description="the Serve application; an app other than the "
@@ -196,7 +203,8 @@ class ServingSettings(BaseSettings):
 
     def check_transport(self, settings: Any) -> None:
         """Refuse, in production, platform settings (``eventray.platform.settings.Settings``) whose
-        Kafka or PostgreSQL traffic would be plaintext; a :class:`ConfigurationError` names the setting."""
+        Kafka or PostgreSQL traffic would be plaintext, and a plain-HTTP ingress; a
+        :class:`ConfigurationError` names the setting."""
         if self.profile != "production":
             return
         if not settings.tls:
@@ -212,6 +220,35 @@ class ServingSettings(BaseSettings):
             raise ConfigurationError(
                 f"EVENTRAY_DATABASE_URL sets sslmode={mode}; production needs verify-full (remove sslmode from "
                 "the URL: EVENTRAY_TLS adds it)")
+        if not self.https:
+            raise ConfigurationError(
+                "EVENTRAY_PROFILE=production refuses a plain-HTTP ingress: set EVENTRAY_HTTPS=true with "
+                "EVENTRAY_HTTPS_CERT_FILE and EVENTRAY_HTTPS_KEY_FILE")
+
+    def ingress_tls(self, settings: Any) -> tuple[Path, Path] | None:
+        """``(certificate, key)`` the ingress serves HTTPS with, or None when ``https`` is off.
+
+        Without ``https_cert_file``/``https_key_file`` the dev CA of ``settings`` (the platform
+        settings) issues the ``ingress`` leaf when it is missing or expiring.
+
+        Raises:
+            ConfigurationError: one of the two files is set without the other, or is missing.
+        """
+        if not self.https:
+            return None
+        if (self.https_cert_file is None) != (self.https_key_file is None):
+            raise ConfigurationError("set both EVENTRAY_HTTPS_CERT_FILE and EVENTRAY_HTTPS_KEY_FILE, or neither "
+                                     "(the dev CA then issues the ingress certificate)")
+        if self.https_cert_file is None or self.https_key_file is None:
+            from eventray.platform.devstack import certs
+
+            certs.ensure_for(settings)
+            return settings.tls_dir / "ingress.crt", settings.tls_dir / "ingress.key"
+        for name, path in (("EVENTRAY_HTTPS_CERT_FILE", self.https_cert_file),
+                           ("EVENTRAY_HTTPS_KEY_FILE", self.https_key_file)):
+            if not path.is_file():
+                raise ConfigurationError(f"{name}={path}: no such file")
+        return self.https_cert_file, self.https_key_file
 
     def for_app(self, rt: Any) -> ServingSettings:
         """These settings for the app of ``rt``: an app other than the bundled bank gets a Serve

@@ -27,6 +27,9 @@ def chaos_env(home: Path, *, base: int = 29000, netns_ip: str | None = None) -> 
         "EVENTRAY_RAY_DASHBOARD_AGENT_PORT": str(base + 365), "EVENTRAY_RAY_METRICS_EXPORT_PORT": str(base + 80),
         "EVENTRAY_RAY_NUM_CPUS": "2", "EVENTRAY_HTTP_PORT": str(base + 800), "EVENTRAY_PARTITIONS": "2",
         "EVENTRAY_SHARDS": "2", "EVENTRAY_SNAPSHOT_INTERVAL_S": "1.0",
+        # the ingress over HTTPS only (Serve's proxy and the direct-ingress replica ports), with
+        # the certificate the stack's dev CA issues: the chaos suite's requests all go through it
+        "EVENTRAY_HTTPS": "1",
     }
     if netns_ip:  # delay-kafka with tc netem (root, a kernel with sch_netem)
         env["EVENTRAY_KAFKA_NETNS_IP"] = netns_ip
@@ -103,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out = up(settings, app=args.app, graphql=args.graphql)
     print(json.dumps({"graphql": out.get("graphql"), "kafka": out["settings"].kafka_address,
-                      "dsn": out["settings"].dsn, "ray": out["settings"].ray_address}))
+                      "dsn": out["settings"].dsn, "ray": out["settings"].ray_address,
+                      "ca": str(out["settings"].tls_dir / "ca.crt")}))
     return 0
 
 

@@ -45,7 +45,8 @@ CA_DAYS = 3650
 LEAF_DAYS = 90
 #: ensure() re-issues a leaf certificate that expires within this
 RENEW_BEFORE = dt.timedelta(days=7)
-SERVERS = ("kafka", "postgres")
+#: the servers: the broker, the database and the GraphQL ingress (Serve's proxy and replicas)
+SERVERS = ("kafka", "postgres", "ingress")
 _ORG = "eventray dev stack"
 _CLOCK_SKEW = dt.timedelta(minutes=5)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -57,6 +58,7 @@ def chaos_stack() -> Iterator[dict[str, Any]]:
         pytest.fail(f"the chaos stack did not come up:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}", pytrace=False)
     info = json.loads(proc.stdout.strip().splitlines()[-1])
     info["env"] = env
+    info["verify"] = ssl.create_default_context(cafile=info["ca"])  # the ingress serves the dev CA's certificate
     info["metrics"] = f"http://127.0.0.1:{env['EVENTRAY_RAY_METRICS_EXPORT_PORT']}/metrics"
     try:
         yield info

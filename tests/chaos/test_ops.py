@@ -20,11 +20,14 @@ DASHBOARD = Path(__file__).resolve().parents[2] / "ops" / "grafana" / "eventray.
 _METRIC = re.compile(r"\b(ray_[a-z0-9_]+)")
 
 
-def _mutation(url: str, name: str, input_type: str, payload: dict[str, Any], request_id: str) -> dict[str, Any]:
+def _mutation(stack: dict[str, Any], name: str, input_type: str, payload: dict[str, Any],
+              request_id: str) -> dict[str, Any]:
     token = mint_token("ops-test", "teller", secret=DEV_JWT_SECRET)
     q = f"mutation Ops{name.title()}($i: {input_type}!) {{ {name}(input: $i) {{ __typename }} }}"
-    r = httpx.post(url, json={"query": q, "variables": {"i": payload}, "operationName": f"Ops{name.title()}"},
-                   headers={"Authorization": f"Bearer {token}", "X-Request-ID": request_id}, timeout=60)
+    r = httpx.post(stack["graphql"], json={"query": q, "variables": {"i": payload},
+                                           "operationName": f"Ops{name.title()}"},
+                   headers={"Authorization": f"Bearer {token}", "X-Request-ID": request_id}, timeout=60,
+                   verify=stack["verify"])
     r.raise_for_status()
     return r.json()
 
@@ -37,13 +40,14 @@ def dashboard_metrics() -> dict[str, set[str]]:
 
 def test_every_panel_names_an_exported_metric(cli, chaos_stack) -> None:
     url, rid = chaos_stack["graphql"], f"dash-{uuid.uuid4().hex[:8]}"
+    assert url.startswith("https://"), url
     acct = f"dash-{uuid.uuid4().hex[:6]}"
-    _mutation(url, "openAccount", "OpenAccountInput", {"accountId": acct, "ownerId": "o", "currency": "EUR"}, rid)
-    refused = _mutation(url, "deposit", "DepositInput", {"accountId": f"missing-{acct}", "amount": 5}, rid)
+    _mutation(chaos_stack, "openAccount", "OpenAccountInput", {"accountId": acct, "ownerId": "o", "currency": "EUR"}, rid)
+    refused = _mutation(chaos_stack, "deposit", "DepositInput", {"accountId": f"missing-{acct}", "amount": 5}, rid)
     assert refused["data"]["deposit"]["__typename"] == "NotFoundError", refused  # a domain error: typed data
     token = mint_token("ops-test", "teller", secret=DEV_JWT_SECRET)
     invalid = httpx.post(url, json={"query": "query Bad { noSuchField }", "operationName": "Bad"},
-                         headers={"Authorization": f"Bearer {token}"}, timeout=60).json()
+                         headers={"Authorization": f"Bearer {token}"}, timeout=60, verify=chaos_stack["verify"]).json()
     assert invalid["errors"], invalid  # a GraphQL error: counted by code in the errors panel
     panels = dashboard_metrics()
     wanted = set().union(*panels.values())
@@ -62,7 +66,7 @@ def test_every_panel_names_an_exported_metric(cli, chaos_stack) -> None:
 def test_a_mutation_is_followed_from_graphql_through_the_shard_to_the_projection(cli, chaos_stack) -> None:
     rid = f"corr-{uuid.uuid4().hex[:10]}"
     acct = f"corr-{uuid.uuid4().hex[:6]}"
-    body = _mutation(chaos_stack["graphql"], "openAccount", "OpenAccountInput",
+    body = _mutation(chaos_stack, "openAccount", "OpenAccountInput",
                      {"accountId": acct, "ownerId": "o", "currency": "EUR"}, rid)
     assert body["data"]["openAccount"]["__typename"] == "CommandSuccess", body
     components: set[str] = set()
@@ -89,7 +93,7 @@ def test_each_chaos_command_recovers(cli, chaos_stack, args) -> None:
     assert "recovered after" in out.stdout
     # the write path answers again through GraphQL
     acct = f"rec-{uuid.uuid4().hex[:6]}"
-    body = _mutation(chaos_stack["graphql"], "openAccount", "OpenAccountInput",
+    body = _mutation(chaos_stack, "openAccount", "OpenAccountInput",
                      {"accountId": acct, "ownerId": "o", "currency": "EUR"}, f"rec-{uuid.uuid4().hex[:8]}")
     assert body["data"]["openAccount"]["__typename"] == "CommandSuccess", body
 
@@ -102,7 +106,7 @@ def test_delay_kafka_slows_the_write_path_then_recovers(chaos_stack) -> None:
 
     def open_account() -> float:
         t0 = time.monotonic()
-        body = _mutation(chaos_stack["graphql"], "openAccount", "OpenAccountInput",
+        body = _mutation(chaos_stack, "openAccount", "OpenAccountInput",
                          {"accountId": f"dly-{uuid.uuid4().hex[:6]}", "ownerId": "o", "currency": "EUR"},
                          f"dly-{uuid.uuid4().hex[:8]}")
         assert body["data"]["openAccount"]["__typename"] == "CommandSuccess", body
@@ -132,3 +136,45 @@ def test_chaos_refuses_a_stack_it_did_not_start(tmp_path) -> None:
         out = subprocess.run([eventray, "chaos", *args], env=env, capture_output=True, text=True, timeout=60)
         assert out.returncode == 1, (args, out.stdout, out.stderr)
         assert "refusing" in out.stderr or "start it with" in out.stderr, (args, out.stderr)
+
+
+def _listeners(pids: set[int]) -> set[int]:
+    """TCP ports the processes ``pids`` listen on."""
+    import subprocess
+
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    ports = set()
+    for line in out.splitlines():
+        if pids & {int(p) for p in re.findall(r"pid=(\d+)", line)}:
+            ports.add(int(line.split()[3].rpartition(":")[2]))
+    return ports
+
+
+def test_the_ingress_serves_https_only_through_the_proxy_and_the_replica_port(chaos_stack) -> None:
+    from eventray.platform.devstack import _proc, rayhead
+    from eventray.platform.settings import Settings
+
+    url = chaos_stack["graphql"]
+    health = url.removesuffix("/graphql") + "/healthz"
+    assert health.startswith("https://"), url
+    assert httpx.get(health, verify=chaos_stack["verify"], timeout=30).status_code == 200
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):  # not a certificate of the public trust
+        httpx.get(health, timeout=30)
+    plain = health.replace("https://", "http://", 1)
+    with pytest.raises(httpx.HTTPError):  # no plain HTTP on the TLS port
+        httpx.get(plain, timeout=30)
+    # the replica's own (direct-ingress) port: a listener of this stack's Ray processes in Serve's range
+    head = rayhead.temp_dir(Settings(home=chaos_stack["env"]["EVENTRAY_HOME"]))
+    pids = set(_proc.with_descendants(_proc.pids_matching(str(head))))
+    direct = sorted(p for p in _listeners(pids) if 30000 <= p <= 31000)
+    assert direct, f"no direct-ingress listener among the chaos stack's processes ({sorted(_listeners(pids))})"
+    answered = []
+    for port in direct:
+        try:
+            r = httpx.get(f"https://127.0.0.1:{port}/healthz", verify=chaos_stack["verify"], timeout=30)
+        except httpx.HTTPError:
+            continue
+        answered.append((port, r.status_code))
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30)
+    assert any(code == 200 for _, code in answered), (direct, answered)

@@ -36,7 +36,7 @@ def _eku(cert: x509.Certificate) -> set[x509.ObjectIdentifier]:
 def tls_dir(tmp_path: Path) -> Path:
     d = tmp_path / "tls"
     made = certs.ensure(d, user="eventray", netns_ip="10.200.1.2")
-    assert made == ("ca", "kafka", "postgres", "eventray", "eventray-admin")
+    assert made == ("ca", "kafka", "postgres", "ingress", "eventray", "eventray-admin")
     return d
 
 
@@ -51,7 +51,7 @@ def test_ca_is_a_ca_that_signs_only_leaves(tls_dir: Path) -> None:
     assert life >= dt.timedelta(days=certs.CA_DAYS)
 
 
-@pytest.mark.parametrize("name", ["kafka", "postgres"])
+@pytest.mark.parametrize("name", ["kafka", "postgres", "ingress"])
 def test_server_certificates_name_every_address_and_chain_to_the_ca(tls_dir: Path, name: str) -> None:
     ca, leaf = _cert(tls_dir / "ca.crt"), _cert(tls_dir / f"{name}.crt")
     leaf.verify_directly_issued_by(ca)  # raises when the signature or issuer is wrong
@@ -100,7 +100,7 @@ def test_ensure_is_idempotent_and_rotate_keeps_the_ca(tls_dir: Path) -> None:
     assert certs.ensure(tls_dir, user="eventray", netns_ip="10.200.1.2") == ()
     assert {p.name: p.read_bytes() for p in tls_dir.iterdir()} == before
     written = certs.rotate(tls_dir, user="eventray", netns_ip="10.200.1.2")
-    assert written == ("kafka", "postgres", "eventray", "eventray-admin")
+    assert written == ("kafka", "postgres", "ingress", "eventray", "eventray-admin")
     assert (tls_dir / "ca.crt").read_bytes() == before["ca.crt"]
     assert (tls_dir / "ca.key").read_bytes() == before["ca.key"]
     for name in written:
@@ -120,7 +120,7 @@ def test_ensure_reissues_what_expires_soon_or_names_other_hosts(tls_dir: Path) -
     certs.write_pem(tls_dir / "eventray.crt", soon.cert_pem(), private=False)
     certs.write_pem(tls_dir / "eventray.key", soon.key_pem(), private=True)
     # the broker moved into a network namespace: its certificate must name the new address
-    assert certs.ensure(tls_dir, user="eventray", netns_ip="10.200.9.2") == ("kafka", "postgres", "eventray")
+    assert certs.ensure(tls_dir, user="eventray", netns_ip="10.200.9.2") == ("kafka", "postgres", "ingress", "eventray")
     assert "10.200.9.2" in _sans(_cert(tls_dir / "kafka.crt"))
 
 

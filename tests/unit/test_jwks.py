@@ -153,5 +153,28 @@ def test_production_refuses_plaintext_kafka_and_postgres(tmp_path) -> None:
     url = "postgresql://eventray@db.example:5432/eventray?sslmode=require"
     with pytest.raises(ConfigurationError, match="sslmode=require"):
         prod.check_transport(Settings(home=tmp_path, tls=True, database_url=url))
-    prod.check_transport(Settings(home=tmp_path, tls=True, database_url=url.split("?")[0]))
+    with pytest.raises(ConfigurationError, match="EVENTRAY_HTTPS=true"):  # the ingress too
+        prod.check_transport(Settings(home=tmp_path, tls=True, database_url=url.split("?")[0]))
+    prod.model_copy(update={"https": True}).check_transport(
+        Settings(home=tmp_path, tls=True, database_url=url.split("?")[0]))
     ServingSettings(profile="dev").check_transport(Settings(home=tmp_path, tls=False))  # dev allows it
+
+
+def test_the_ingress_certificate_is_the_dev_ca_leaf_unless_both_files_are_given(tmp_path) -> None:
+    import ssl
+
+    from eventray.platform.settings import Settings
+
+    settings = Settings(home=tmp_path)
+    assert ServingSettings().ingress_tls(settings) is None  # https off: plain HTTP, nothing issued
+    assert not settings.tls_dir.exists()
+    cert, key = ServingSettings(https=True).ingress_tls(settings)
+    assert (cert, key) == (settings.tls_dir / "ingress.crt", settings.tls_dir / "ingress.key")
+    ctx = ssl.create_default_context(cafile=str(settings.tls_dir / "ca.crt"))
+    ctx.load_cert_chain(cert, key)  # the key matches the certificate
+    with pytest.raises(ConfigurationError, match="set both EVENTRAY_HTTPS_CERT_FILE and EVENTRAY_HTTPS_KEY_FILE"):
+        ServingSettings(https=True, https_cert_file=cert).ingress_tls(settings)
+    with pytest.raises(ConfigurationError, match="EVENTRAY_HTTPS_KEY_FILE=.*no such file"):
+        ServingSettings(https=True, https_cert_file=cert, https_key_file=tmp_path / "none.key").ingress_tls(settings)
+    own = ServingSettings(https=True, https_cert_file=cert, https_key_file=key)
+    assert own.ingress_tls(settings) == (cert, key)
