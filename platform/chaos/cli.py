@@ -41,6 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     s = sub.add_parser("delay-kafka", help="delay the broker's traffic by MS (tc netem in the broker's namespace, or the stack's Toxiproxy)")
     s.add_argument("ms", type=int)
     s.add_argument("--for", dest="seconds", type=float, default=10.0, help="seconds (default 10)")
+    s = sub.add_parser("reset-kafka", help="reset every client connection to the broker for SECONDS (the stack's Toxiproxy)")
+    s.add_argument("seconds", type=float, nargs="?", default=5.0, help="seconds (default 5)")
+    s = sub.add_parser("loss-kafka", help="lose the data of a share of client connections to the broker for "
+                       "SECONDS, each closed after 2 s (the stack's Toxiproxy)")
+    s.add_argument("seconds", type=float, nargs="?", default=8.0, help="seconds (default 8)")
+    s.add_argument("--share", type=float, default=0.5, help="share of connections, 0-1 (default 0.5)")
     s = sub.add_parser("monkey", help="seeded random faults under the app's workload, then the invariants")
     s.add_argument("--duration", type=float, default=60.0, help="seconds of faults (default 60)")
     s.add_argument("--seed", type=int, default=1)
@@ -83,6 +89,8 @@ def _main(args: argparse.Namespace) -> int:
             "restart-kafka": lambda: faults.restart_kafka(settings),
             "restart-postgres": lambda: faults.restart_postgres(settings),
             "delay-kafka": lambda: faults.delay_kafka(settings, args.ms, args.seconds),
+            "reset-kafka": lambda: faults.reset_kafka(settings, args.seconds),
+            "loss-kafka": lambda: faults.loss_kafka(settings, args.seconds, args.share),
         }[args.fault]()
     console.print(f"{result.kind} {result.target}: recovered after {result.recovered_s:.2f}s {result.detail}")
     return 0

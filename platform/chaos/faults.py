@@ -29,12 +29,13 @@ from typing import Any
 
 from eventray.platform.devstack import _proc, certs, kafka, netns, postgres, rayhead, toxiproxy
 from eventray.platform.devstack.state import effective_settings
-from eventray.platform.errors import StackError
+from eventray.platform.errors import ConfigurationError, StackError
 from eventray.platform.runtime.actors import NAMESPACE
 from eventray.platform.settings import Settings, with_postgres_tls
 
 __all__ = ["NAMESPACE", "FaultResult", "connect", "delay_available", "delay_kafka", "kill_coordinator",
-           "kill_runner", "kill_shard", "pause_kafka", "restart_kafka", "restart_postgres"]
+           "kill_runner", "kill_shard", "loss_kafka", "pause_kafka", "reset_kafka", "restart_kafka",
+           "restart_postgres"]
 
 log = logging.getLogger("eventray.chaos")
 
@@ -287,6 +288,44 @@ def delay_kafka(settings: Settings, ms: int, seconds: float = 10.0) -> FaultResu
         set_delay(settings, 0)
     t0 = time.monotonic()
     return FaultResult("delay-kafka", target, _wait_kafka(settings, t0), f"{ms} ms for {seconds:.0f}s")
+
+
+def _proxied_broker(settings: Settings, kind: str) -> None:
+    _our_broker(settings)
+    if not settings.kafka_delay_proxy:
+        raise StackError(f"{kind} needs the stack's broker behind its Toxiproxy (EVENTRAY_KAFKA_DELAY_PROXY=1, "
+                         "as the chaos stack runs it)")
+
+
+def _toxic_for(settings: Settings, kind: str, toxic: str, attributes: dict[str, int], seconds: float,
+               toxicity: float, detail: str) -> FaultResult:
+    name = f"eventray-{kind}"
+    toxiproxy.set_toxic(settings, name, toxic, attributes, toxicity=toxicity)
+    try:
+        time.sleep(seconds)
+    finally:
+        toxiproxy.set_toxic(settings, name, None, {})
+    t0 = time.monotonic()
+    return FaultResult(kind, f"toxiproxy :{settings.kafka_port}", _wait_kafka(settings, t0), detail)
+
+
+def reset_kafka(settings: Settings, seconds: float = 5.0) -> FaultResult:
+    """Reset every client connection to the broker (a TCP RST, Toxiproxy's ``reset_peer``) for
+    ``seconds``: connections open then and any opened meanwhile; then wait until it answers."""
+    _proxied_broker(settings, "reset-kafka")
+    return _toxic_for(settings, "reset-kafka", "reset_peer", {"timeout": 0}, seconds, 1.0,
+                      f"connections reset for {seconds:.1f}s")
+
+
+def loss_kafka(settings: Settings, seconds: float = 8.0, share: float = 0.5) -> FaultResult:
+    """Lose what clients send on a ``share`` of their broker connections for ``seconds``: Toxiproxy's
+    ``timeout`` toxic drops the data and closes each such connection after 2 s, as a path that
+    black-holes packets until the client gives up on it; then wait until the broker answers."""
+    if not 0.0 < share <= 1.0:
+        raise ConfigurationError(f"loss-kafka acts on a share of the connections in (0, 1], not {share}")
+    _proxied_broker(settings, "loss-kafka")
+    return _toxic_for(settings, "loss-kafka", "timeout", {"timeout": 2000}, seconds, share,
+                      f"{share:.0%} of connections losing data for {seconds:.1f}s")
 
 
 def delay_available(settings: Settings) -> str | None:

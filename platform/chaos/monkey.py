@@ -47,7 +47,9 @@ log = logging.getLogger("eventray.chaos.monkey")
 FLOWING_WAIT_S = 60.0
 
 KINDS = ("kill-shard", "kill-runner", "kill-coordinator", "pause-kafka", "restart-kafka",
-         "restart-postgres", "delay-kafka")
+         "restart-postgres", "delay-kafka", "reset-kafka", "loss-kafka")
+#: the kinds that act through the stack's Toxiproxy in front of the broker
+PROXY_KINDS = ("reset-kafka", "loss-kafka")
 WORKERS = 4
 
 
@@ -283,6 +285,8 @@ def available_kinds(settings: Settings, targets: Targets) -> tuple[list[str], di
     why = faults.delay_available(settings)
     if why:
         skipped["delay-kafka"] = why
+    if not settings.kafka_delay_proxy:
+        skipped.update({k: "the broker runs behind no Toxiproxy (EVENTRAY_KAFKA_DELAY_PROXY)" for k in PROXY_KINDS})
     return [k for k in KINDS if k not in skipped], skipped
 
 
@@ -303,6 +307,10 @@ def inject(settings: Settings, kind: str, rng: random.Random, targets: Targets) 
         return faults.restart_postgres(settings)
     if kind == "delay-kafka":
         return faults.delay_kafka(settings, rng.choice((50, 200, 500)), rng.uniform(2.0, 6.0))
+    if kind == "reset-kafka":
+        return faults.reset_kafka(settings, rng.uniform(2.0, 6.0))
+    if kind == "loss-kafka":
+        return faults.loss_kafka(settings, rng.uniform(4.0, 10.0), rng.choice((0.3, 0.6, 1.0)))
     raise ValueError(f"cannot inject {kind!r} at {targets}; known kinds: {', '.join(KINDS)}")
 
 

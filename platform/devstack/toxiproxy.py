@@ -119,6 +119,21 @@ def stop(settings: Settings) -> bool:
 
 def set_delay(settings: Settings, ms: int) -> None:
     """Delay each client-to-broker byte stream by ``ms`` (0 removes the delay). Only this stack's proxy."""
+    set_toxic(settings, TOXIC, "latency" if ms > 0 else None, {"latency": int(ms), "jitter": 0})
+
+
+def set_toxic(settings: Settings, name: str, kind: str | None, attributes: dict[str, int], *,
+              toxicity: float = 1.0, stream: str = "upstream") -> None:
+    """Replace the toxic ``name`` on this stack's proxy with one of type ``kind`` (None: remove it).
+
+    Args:
+        settings: the stack's settings (its own Toxiproxy only).
+        name: the toxic's name, unique per fault.
+        kind: a Toxiproxy toxic type (``latency``, ``reset_peer``, ``timeout``, ...), or None.
+        attributes: the toxic's attributes.
+        toxicity: the share of connections it acts on.
+        stream: ``upstream`` (client to broker) or ``downstream``.
+    """
     import httpx
 
     if running_pid(settings) is None:
@@ -127,10 +142,10 @@ def set_delay(settings: Settings, ms: int) -> None:
     api = f"http://127.0.0.1:{api_port(settings)}/proxies/{PROXY}/toxics"
     try:
         with httpx.Client(timeout=10) as client:
-            client.delete(f"{api}/{TOXIC}")  # 404 when there is none
-            if ms > 0:
-                r = client.post(api, json={"name": TOXIC, "type": "latency", "stream": "upstream",
-                                           "toxicity": 1.0, "attributes": {"latency": int(ms), "jitter": 0}})
+            client.delete(f"{api}/{name}")  # 404 when there is none
+            if kind is not None:
+                r = client.post(api, json={"name": name, "type": kind, "stream": stream, "toxicity": toxicity,
+                                           "attributes": attributes})
                 r.raise_for_status()
     except httpx.HTTPError as e:
         raise StackError(f"Toxiproxy's API at {api} failed: {e}") from e
