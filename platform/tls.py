@@ -89,20 +89,33 @@ def _check_pem(ca: Path, cert: Path, key: Path, stamps: tuple[int, ...]) -> None
                                  path=str(cert)) from e
 
 
+#: the reconnect backoff of every eventray Kafka client. The drivers back off exponentially up to
+#: 30 s (kafka-python) or 10 s (librdkafka) between connection attempts, so after a broker
+#: restart of 15-20 s a client could sleep most of that again before it tried: the chaos monkey
+#: measured 12 s from the broker answering to commands acknowledged again. Capped at 1 s, a
+#: broker that is down costs each client one refused connect a second.
+RECONNECT_OPTIONS: dict[str, dict[str, Any]] = {
+    "kafka-python": {"reconnect_backoff_max_ms": 1000},
+    "confluent-kafka": {"reconnect.backoff.max.ms": 1000},
+}
+
+
 def kafka_options(tls: TLSFiles | None, library: KafkaClientLibrary) -> dict[str, Any]:
-    """Security options of a Kafka client of ``library``; empty (plaintext) when ``tls`` is None.
+    """Connection options of a Kafka client of ``library``: the reconnect backoff
+    (:data:`RECONNECT_OPTIONS`) and, when ``tls`` is given, TLS (plaintext when it is None).
 
     The result merges into the client's configuration: keyword arguments for kafka-python's
     ``KafkaProducer`` / ``KafkaConsumer`` / ``KafkaAdminClient``, a config dict entry set for
     confluent-kafka's ``Producer`` / ``Consumer``. Hostnames are verified in both.
     """
+    base = dict(RECONNECT_OPTIONS[library])
     if tls is None:
-        return {}
+        return base
     tls.check()
     if library == "kafka-python":
-        return {"security_protocol": "SSL", "ssl_check_hostname": True, "ssl_cafile": str(tls.ca),
+        return {**base, "security_protocol": "SSL", "ssl_check_hostname": True, "ssl_cafile": str(tls.ca),
                 "ssl_certfile": str(tls.cert), "ssl_keyfile": str(tls.key)}
-    return {"security.protocol": "ssl", "ssl.ca.location": str(tls.ca),
+    return {**base, "security.protocol": "ssl", "ssl.ca.location": str(tls.ca),
             "ssl.certificate.location": str(tls.cert), "ssl.key.location": str(tls.key),
             "ssl.endpoint.identification.algorithm": "https"}
 

@@ -165,7 +165,7 @@ def test_a_missing_or_mismatched_file_names_its_setting(tls_dir: Path, tmp_path:
 
 def test_client_options_per_library_and_the_dsn(tls_dir: Path, tmp_path: Path) -> None:
     tls = TLSFiles(tls_dir / "ca.crt", tls_dir / "eventray.crt", tls_dir / "eventray.key")
-    assert kafka_options(None, "kafka-python") == {} and postgres_params(None) == {}
+    assert kafka_options(None, "kafka-python") == {"reconnect_backoff_max_ms": 1000} and postgres_params(None) == {}
     kp = kafka_options(tls, "kafka-python")
     assert kp["security_protocol"] == "SSL" and kp["ssl_certfile"] == str(tls.cert)
     assert kp["ssl_cafile"] == str(tls.ca) and kp["ssl_keyfile"] == str(tls.key)
@@ -211,3 +211,15 @@ def test_an_unreachable_broker_stays_retryable_with_or_without_tls(tls_dir: Path
     for files in (tls, None):
         err = kafka_unavailable("no broker", bootstrap=f"127.0.0.1:{port}", tls=files)
         assert type(err) is ServiceUnavailable and err.details["bootstrap"] == f"127.0.0.1:{port}"
+
+
+def test_the_reconnect_backoff_is_an_option_each_driver_accepts() -> None:
+    import confluent_kafka as ck
+    from kafka import KafkaProducer
+
+    ck.Producer({"bootstrap.servers": "127.0.0.1:1", **kafka_options(None, "confluent-kafka")})  # librdkafka checks names
+    producer = KafkaProducer(bootstrap_servers="127.0.0.1:1", api_version=(2, 8), **kafka_options(None, "kafka-python"))
+    try:
+        assert producer.config["reconnect_backoff_max_ms"] == 1000
+    finally:
+        producer.close(timeout=0)
