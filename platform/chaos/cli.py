@@ -47,6 +47,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                        "SECONDS, each closed after 2 s (the stack's Toxiproxy)")
     s.add_argument("seconds", type=float, nargs="?", default=8.0, help="seconds (default 8)")
     s.add_argument("--share", type=float, default=0.5, help="share of connections, 0-1 (default 0.5)")
+    s = sub.add_parser("outage-postgres", help="stop PostgreSQL for SECONDS while commands go on, then start it")
+    s.add_argument("seconds", type=float, nargs="?", default=60.0, help="seconds (default 60)")
+    s = sub.add_parser("starve-shard", help="let shard N (random when omitted) run only a share of the time for "
+                       "SECONDS (SIGSTOP/SIGCONT bursts)")
+    s.add_argument("index", nargs="?", type=int)
+    s.add_argument("--for", dest="seconds", type=float, default=10.0, help="seconds (default 10)")
+    s.add_argument("--share", type=float, default=0.1, help="share of each 100 ms it runs, 0-1 (default 0.1)")
+    add_app_argument(s)
+    s = sub.add_parser("kill-replica", help="SIGKILL a GraphQL ingress replica (Serve starts another)")
+    s.add_argument("--deployment", default="GraphQLIngress", help="the Serve deployment (default GraphQLIngress)")
+    add_app_argument(s)
     s = sub.add_parser("monkey", help="seeded random faults under the app's workload, then the invariants")
     s.add_argument("--duration", type=float, default=60.0, help="seconds of faults (default 60)")
     s.add_argument("--seed", type=int, default=1)
@@ -64,6 +75,21 @@ def _saga(rt: Any, name: str | None) -> str:
     return str(next(iter(rt.app.sagas)))
 
 
+def _kill_replica(settings: Settings, rt: Any, deployment: str) -> Any:
+    """kill-replica against the ingress of the app of ``rt`` (this environment's ServingSettings:
+    URL, Serve application, TLS)."""
+    from eventray.platform.chaos import faults
+    from eventray.platform.devstack.state import effective_settings
+    from eventray.serving.deployment import ingress_verify
+    from eventray.serving.settings import ServingSettings
+
+    serving = ServingSettings().for_app(rt)
+    scheme = "https" if serving.https else "http"
+    health = f"{scheme}://{serving.http_host}:{serving.http_port}{serving.route_prefix.rstrip('/')}/healthz"
+    return faults.kill_replica(settings, app_name=serving.app_name, deployment=deployment, health_url=health,
+                               verify=ingress_verify(effective_settings(settings), serving))
+
+
 def _main(args: argparse.Namespace) -> int:
     from eventray.platform.chaos import faults, monkey
 
@@ -73,10 +99,12 @@ def _main(args: argparse.Namespace) -> int:
         report = monkey.run(load_runtime(args), settings, duration_s=args.duration, seed=args.seed,
                             out=console.print)
         return 0 if report.ok else 1
-    if args.fault in ("kill-shard", "kill-runner", "kill-coordinator"):
+    if args.fault in ("kill-shard", "kill-runner", "kill-coordinator", "starve-shard"):
         rt = load_runtime(args)
         if args.fault == "kill-shard":
             result = faults.kill_shard(settings, args.index, topic=rt.topic)
+        elif args.fault == "starve-shard":
+            result = faults.starve_shard(settings, args.seconds, args.index, topic=rt.topic, share=args.share)
         elif args.fault == "kill-runner":
             if not args.name.startswith("projection:"):
                 rt.app.projection(args.name)  # an unknown name fails here, naming the app's projections
@@ -91,6 +119,8 @@ def _main(args: argparse.Namespace) -> int:
             "delay-kafka": lambda: faults.delay_kafka(settings, args.ms, args.seconds),
             "reset-kafka": lambda: faults.reset_kafka(settings, args.seconds),
             "loss-kafka": lambda: faults.loss_kafka(settings, args.seconds, args.share),
+            "outage-postgres": lambda: faults.outage_postgres(settings, args.seconds),
+            "kill-replica": lambda: _kill_replica(settings, load_runtime(args), args.deployment),
         }[args.fault]()
     console.print(f"{result.kind} {result.target}: recovered after {result.recovered_s:.2f}s {result.detail}")
     return 0

@@ -34,8 +34,8 @@ from eventray.platform.runtime.actors import NAMESPACE
 from eventray.platform.settings import Settings, with_postgres_tls
 
 __all__ = ["NAMESPACE", "FaultResult", "connect", "delay_available", "delay_kafka", "kill_coordinator",
-           "kill_runner", "kill_shard", "loss_kafka", "pause_kafka", "reset_kafka", "restart_kafka",
-           "restart_postgres"]
+           "kill_replica", "kill_runner", "kill_shard", "loss_kafka", "outage_postgres", "pause_kafka", "reset_kafka",
+           "restart_kafka", "restart_postgres", "starve_shard"]
 
 log = logging.getLogger("eventray.chaos")
 
@@ -251,13 +251,112 @@ def restart_kafka(settings: Settings) -> FaultResult:
     return FaultResult("restart-kafka", f"broker pid {pid}", _wait_kafka(settings, t0))
 
 
-def restart_postgres(settings: Settings) -> FaultResult:
-    """Stop PostgreSQL (fast shutdown: clients are disconnected) and start it again."""
+def outage_postgres(settings: Settings, seconds: float = 60.0) -> FaultResult:
+    """Stop PostgreSQL (fast shutdown) for ``seconds``, then start it and wait until it answers.
+
+    Kafka is the source of truth: commands go on being acknowledged while snapshots and read
+    models wait, then catch up (the monkey counts the acknowledgements during the fault).
+    """
+    piece = _our_postgres(settings)
+    postgres.stop(settings)
+    try:
+        time.sleep(seconds)
+    finally:
+        started = postgres.start(settings)
+    t0 = time.monotonic()
+    dsn = with_postgres_tls(started.address or "", certs.admin_tls(settings))
+    _proc.wait_until(lambda: postgres.ready(dsn), timeout=60, what="PostgreSQL", interval=0.2)
+    return FaultResult("outage-postgres", f"postgres pid {piece.pid}", time.monotonic() - t0,
+                       f"down for {seconds:.0f}s")
+
+
+def _our_postgres(settings: Settings) -> Any:
     if settings.database_url:
         raise StackError("this stack's PostgreSQL is external (EVENTRAY_DATABASE_URL is set); refusing")
     piece = postgres.status(settings)
     if piece.state != "running":
         raise StackError(f"no PostgreSQL started by this stack runs (home {settings.home}); refusing")
+    return piece
+
+
+def starve_shard(settings: Settings, seconds: float = 10.0, index: int | None = None, *, topic: str,
+                 share: float = 0.1, rng: random.Random | None = None) -> FaultResult:
+    """Starve shard actor ``index`` of ``topic`` (random when omitted) of CPU for ``seconds``:
+    SIGSTOP/SIGCONT bursts that let it run ``share`` of each 100 ms; then wait until it answers.
+    """
+    import ray
+
+    from eventray.platform.runtime.shards import shard_group
+
+    if not 0.0 < share < 1.0:
+        raise ConfigurationError(f"starve-shard lets the shard run a share of the time in (0, 1), not {share}")
+    connect(settings)
+    name = _pick(shard_group(topic), index, rng, f"no shard actors of topic {topic!r} run on this stack")
+    handle = ray.get_actor(name, namespace=NAMESPACE)
+    pid = int(ray.get(handle.pid.remote(), timeout=60))
+    if pid not in _stack_pids(settings):
+        raise StackError(f"actor {name} runs as pid {pid}, which this stack's Ray head did not start; refusing")
+    period, end = 0.1, time.monotonic() + seconds
+    try:
+        while time.monotonic() < end:
+            os.kill(pid, signal.SIGSTOP)
+            time.sleep(period * (1 - share))
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(period * share)
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    t0 = time.monotonic()
+    ray.get(handle.ready.remote(), timeout=120)
+    return FaultResult("starve-shard", name, time.monotonic() - t0,
+                       f"pid {pid} ran {share:.0%} of the time for {seconds:.0f}s")
+
+
+def kill_replica(settings: Settings, *, app_name: str, deployment: str, health_url: str,
+                 verify: Any = True, rng: random.Random | None = None) -> FaultResult:
+    """SIGKILL a Serve replica of ``deployment`` in the Serve application ``app_name`` (a random
+    one when several run); wait until Serve started another and ``health_url`` answers 200.
+
+    Args:
+        settings: the stack's configured settings.
+        app_name: the Serve application (``ServingSettings.app_name``).
+        deployment: the deployment's name (the GraphQL ingress is ``GraphQLIngress``).
+        health_url: the ingress's ``/healthz`` through Serve's proxy.
+        verify: what httpx verifies the ingress's certificate with.
+        rng: where a random choice comes from.
+    """
+    import httpx
+
+    mark = f"ServeReplica:{app_name}:{deployment}"
+
+    def replicas() -> list[int]:  # the stack's processes now: a new replica is a new process
+        ours = _stack_pids(settings)
+        return sorted(p for p in _proc.pids_matching(mark) if p in ours)
+
+    before = replicas()
+    if not before:
+        raise StackError(f"no replica of {app_name}/{deployment} runs on this stack (no process titled {mark})")
+    pid = (rng or random).choice(before)
+    t0 = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+
+    def back() -> bool:
+        if pid in replicas() or not replicas():
+            return False
+        try:
+            return httpx.get(health_url, verify=verify, timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    _proc.wait_until(back, timeout=180, what=f"a new replica of {app_name}/{deployment}", interval=0.2)
+    return FaultResult("kill-replica", f"{app_name}/{deployment}", time.monotonic() - t0, f"pid {pid} killed")
+
+
+def restart_postgres(settings: Settings) -> FaultResult:
+    """Stop PostgreSQL (fast shutdown: clients are disconnected) and start it again."""
+    piece = _our_postgres(settings)
     t0 = time.monotonic()
     postgres.stop(settings)
     started = postgres.start(settings)

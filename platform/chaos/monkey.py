@@ -47,7 +47,7 @@ log = logging.getLogger("eventray.chaos.monkey")
 FLOWING_WAIT_S = 60.0
 
 KINDS = ("kill-shard", "kill-runner", "kill-coordinator", "pause-kafka", "restart-kafka",
-         "restart-postgres", "delay-kafka", "reset-kafka", "loss-kafka")
+         "restart-postgres", "delay-kafka", "reset-kafka", "loss-kafka", "outage-postgres", "starve-shard")
 #: the kinds that act through the stack's Toxiproxy in front of the broker
 PROXY_KINDS = ("reset-kafka", "loss-kafka")
 WORKERS = 4
@@ -309,6 +309,10 @@ def inject(settings: Settings, kind: str, rng: random.Random, targets: Targets) 
         return faults.delay_kafka(settings, rng.choice((50, 200, 500)), rng.uniform(2.0, 6.0))
     if kind == "reset-kafka":
         return faults.reset_kafka(settings, rng.uniform(2.0, 6.0))
+    if kind == "outage-postgres":
+        return faults.outage_postgres(settings, rng.uniform(5.0, 15.0))
+    if kind == "starve-shard":
+        return faults.starve_shard(settings, rng.uniform(3.0, 8.0), topic=targets.topic, share=0.1, rng=rng)
     if kind == "loss-kafka":
         return faults.loss_kafka(settings, rng.uniform(4.0, 10.0), rng.choice((0.3, 0.6, 1.0)))
     raise ValueError(f"cannot inject {kind!r} at {targets}; known kinds: {', '.join(KINDS)}")
@@ -418,13 +422,15 @@ async def _run(rt: Any, settings: Settings, factory: WorkloadFactory, *, duratio
             rng.shuffle(order)
         kind = order.pop()
         try:
-            began = time.monotonic()
+            began, before = time.monotonic(), len(work.acked)
             result = await asyncio.to_thread(inject, settings, kind, rng, targets)
+            during = len(work.acked) - before
             flowing = await _next_ack(work, began)
             report.faults.append(result)
             report.flowing.append(flowing)
-            out(f"  {kind:18s} {result.target}: back after {result.recovered_s:.2f}s, commands acknowledged "
-                + (f"after {flowing:.2f}s " if flowing is not None else "not yet ") + result.detail)
+            out(f"  {kind:18s} {result.target}: back after {result.recovered_s:.2f}s, {during} commands "
+                f"acknowledged during it, next after "
+                + (f"{flowing:.2f}s " if flowing is not None else "none yet ") + result.detail)
         except Exception as e:  # noqa: BLE001 - reported: a fault that could not be injected or healed
             report.fault_errors.append(f"{kind}: {type(e).__name__}: {e}")
             out(f"  {kind:18s} FAILED: {e}")

@@ -86,6 +86,7 @@ def test_a_mutation_is_followed_from_graphql_through_the_shard_to_the_projection
 @pytest.mark.parametrize("args", [
     ("kill-shard", "0"), ("kill-runner", "account_balances"), ("kill-coordinator",), ("pause-kafka", "2"),
     ("restart-kafka",), ("restart-postgres",), ("reset-kafka", "3"), ("loss-kafka", "6", "--share", "1"),
+    ("starve-shard", "0", "--for", "4"),
 ])
 def test_each_chaos_command_recovers(cli, chaos_stack, args) -> None:
     out = cli("chaos", *args)
@@ -122,6 +123,82 @@ def test_delay_kafka_slows_the_write_path_then_recovers(chaos_stack) -> None:
     # a command is a Kafka transaction: several requests to the broker, each 400 ms late
     assert delayed >= 0.4, f"a command took {delayed:.3f}s while every request to the broker was 400 ms late"
     open_account()  # answers again once the delay is removed
+
+
+def test_commands_are_acknowledged_while_postgres_is_down(chaos_stack) -> None:
+    """Kafka is the source of truth: a PostgreSQL outage stops neither the command path nor
+    GraphQL's mutations; snapshots and read models catch up afterwards."""
+    import subprocess
+    import sys
+
+    eventray = str(Path(sys.executable).parent / "eventray")
+    fault = subprocess.Popen([eventray, "chaos", "outage-postgres", "12"], env=chaos_stack["env"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    from urllib.parse import urlsplit
+
+    from eventray.platform.devstack import _proc
+
+    pg = urlsplit(chaos_stack["dsn"]).port
+    assert pg is not None, chaos_stack["dsn"]
+
+    deadline = time.monotonic() + 30
+    while _proc.port_accepts(pg) and time.monotonic() < deadline:  # the CLI connects, then stops it
+        time.sleep(0.2)
+    assert not _proc.port_accepts(pg), "PostgreSQL was not stopped"
+    acked, t0 = 0, time.monotonic()
+    while time.monotonic() - t0 < 6:
+        body = _mutation(chaos_stack, "openAccount", "OpenAccountInput",
+                         {"accountId": f"pgout-{uuid.uuid4().hex[:6]}", "ownerId": "o", "currency": "EUR"},
+                         f"pgout-{uuid.uuid4().hex[:8]}")
+        assert body["data"]["openAccount"]["__typename"] == "CommandSuccess", body
+        acked += 1
+    assert not _proc.port_accepts(pg), "the outage ended before the commands were sent; lengthen it"
+    out, err = fault.communicate(timeout=120)
+    assert fault.returncode == 0, out + err
+    assert "recovered after" in out
+    assert acked >= 3, f"{acked} commands acknowledged in 6 s with PostgreSQL down"
+
+
+def test_a_killed_replica_loses_no_command_that_clients_resend_with_its_command_id(cli, chaos_stack) -> None:
+    import threading
+
+    acct = f"rep-{uuid.uuid4().hex[:6]}"
+    opened = _mutation(chaos_stack, "openAccount", "OpenAccountInput",
+                       {"accountId": acct, "ownerId": "o", "currency": "EUR"}, f"{acct}-open")
+    assert opened["data"]["openAccount"]["__typename"] == "CommandSuccess", opened
+    amounts, resent, failures = list(range(1, 61)), [0], []
+
+    def client() -> None:
+        for i, amount in enumerate(amounts):
+            cid, deadline = f"{acct}-dep-{i}", time.monotonic() + 120
+            while True:
+                try:
+                    body = _mutation(chaos_stack, "deposit", "DepositInput",
+                                     {"accountId": acct, "amount": amount, "commandId": cid}, cid)
+                    if (body.get("data") or {}).get("deposit", {}).get("__typename") == "CommandSuccess":
+                        break
+                except httpx.HTTPError:
+                    pass  # the replica died under the request: send it again, same command id
+                resent[0] += 1
+                if time.monotonic() > deadline:
+                    failures.append(cid)
+                    return
+                time.sleep(0.2)
+            time.sleep(0.05)
+
+    sender = threading.Thread(target=client)
+    sender.start()
+    time.sleep(1.0)
+    out = cli("chaos", "kill-replica")
+    sender.join(timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "recovered after" in out.stdout
+    assert not failures and not sender.is_alive(), failures
+    token = mint_token("ops-test", "teller", secret=DEV_JWT_SECRET)
+    read = httpx.post(chaos_stack["graphql"], json={"query": f'{{ account(id: "{acct}", consistent: true) {{ balance }} }}'},
+                      headers={"Authorization": f"Bearer {token}"}, timeout=60, verify=chaos_stack["verify"]).json()
+    # every deposit applied exactly once, however many times it was sent
+    assert int(read["data"]["account"]["balance"]) == sum(amounts), (read, resent[0])
 
 
 def test_chaos_refuses_a_stack_it_did_not_start(tmp_path) -> None:
