@@ -293,7 +293,8 @@ def starve_shard(settings: Settings, seconds: float = 10.0, index: int | None = 
     connect(settings)
     name = _pick(shard_group(topic), index, rng, f"no shard actors of topic {topic!r} run on this stack")
     handle = ray.get_actor(name, namespace=NAMESPACE)
-    pid = int(ray.get(handle.pid.remote(), timeout=60))
+    answer: Any = ray.get(handle.pid.remote(), timeout=60)
+    pid = int(answer)
     if pid not in _stack_pids(settings):
         raise StackError(f"actor {name} runs as pid {pid}, which this stack's Ray head did not start; refusing")
     period, end = 0.1, time.monotonic() + seconds
