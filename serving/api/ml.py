@@ -47,10 +47,20 @@ async def resolve_classify_digit(_: Any, info: GraphQLResolveInfo, **kw: Any) ->
 
 @ml_query.field("recommend")
 async def resolve_recommend(_: Any, info: GraphQLResolveInfo, userId: str, first: int = 10,
-                            version: str | None = None) -> list[dict[str, Any]]:
+                            strategy: str = "HYBRID", version: str | None = None) -> list[dict[str, Any]]:
     if not 1 <= first <= MAX_RECOMMENDATIONS:
         raise InvalidCommand(f"first must be between 1 and {MAX_RECOMMENDATIONS}", field="first")
-    return await resolvers.recommend(_ml(info), userId=userId, first=first, version=version)
+    return await resolvers.recommend(_ml(info), userId=userId, first=first, strategy=strategy, version=version)
+
+
+@ml_query.field("analyzeText")
+async def resolve_analyze_text(_: Any, info: GraphQLResolveInfo, **kw: Any) -> dict[str, Any]:
+    return await resolvers.analyze_text(_ml(info), **kw)
+
+
+@ml_query.field("analyzeImage")
+async def resolve_analyze_image(_: Any, info: GraphQLResolveInfo, imageBase64: str) -> dict[str, Any]:
+    return await resolvers.analyze_image(_ml(info), imageBase64=imageBase64)
 
 
 @ml_query.field("models")

@@ -47,10 +47,85 @@ async def classify_digit(ml: MLClient, *, pixels: list[float], version: str | No
             "probabilities": [float(p) for p in probabilities], "modelVersion": out["version"]}
 
 
-async def recommend(ml: MLClient, *, userId: str, first: int = 10, version: str | None = None) -> list[dict[str, Any]]:
-    """``recommend(userId, first)``: the top items for a user, best first."""
-    out = await ml.predict("recommend", (userId, first), version=version)
+#: what ``recommend(strategy)`` calls: every strategy is one alpha of the hybrid graph
+#: (``recommend_hybrid``: content vectors and SVD factors in one ONNX model)
+RECOMMEND_MODEL = "recommend_hybrid"
+#: most sentences ``analyzeText`` summarises into
+MAX_SUMMARY_SENTENCES = 10
+
+
+async def recommend(ml: MLClient, *, userId: str, first: int = 10, strategy: str = "HYBRID",
+                    version: str | None = None) -> list[dict[str, Any]]:
+    """``recommend(userId, first, strategy)``: the top items for a user, best first."""
+    out = await ml.predict(RECOMMEND_MODEL, (userId, first, strategy), version=version)
     return [{"itemId": i, "score": float(s)} for i, s in zip(out["items"], out["scores"])]
+
+
+def _label(out: dict[str, Any]) -> dict[str, Any]:
+    """The predicted label of a text classifier's answer for its one text, scored by its probability."""
+    probabilities = np.asarray(out["probabilities"][0])
+    return {"label": str(out["label"][0]), "score": float(probabilities.max())}
+
+
+async def analyze_text(ml: MLClient, *, text: str, summarySentences: int = 2,
+                       version: str | None = None) -> dict[str, Any]:
+    """``analyzeText``: sentiment, topic, entities and keywords from the model deployments, and an
+    extractive summary (LexRank, :func:`eventray.platform.ml.text.summarize`) computed here."""
+    import asyncio
+
+    from eventray.platform.errors import InvalidModelInput
+    from eventray.platform.ml.text import summarize
+
+    if not 1 <= summarySentences <= MAX_SUMMARY_SENTENCES:
+        raise InvalidModelInput(f"summarySentences must be in 1..{MAX_SUMMARY_SENTENCES}", field="summarySentences")
+    sentiment, topic, entities = await asyncio.gather(
+        ml.predict("sentiment", text, version=version), ml.predict("topics", text, version=version),
+        ml.predict("entities", text))
+    # after the models: they refuse an empty or oversized text with the typed errors first
+    summary = await asyncio.to_thread(summarize, text, summarySentences)
+    return {"sentiment": _label(sentiment), "topic": _label(topic), "entities": entities["entities"][0],
+            "keywords": [{"term": t, "weight": w} for t, w in sentiment["keywords"][0]], "summary": summary}
+
+
+def _decode_base64(image: str) -> bytes:
+    import base64
+    import binascii
+
+    from eventray.platform.errors import InvalidImage
+
+    try:
+        return base64.b64decode(image, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidImage("imageBase64 is not base64", field="imageBase64") from None
+
+
+async def analyze_image(ml: MLClient, *, imageBase64: str, limits: Any = None) -> dict[str, Any]:
+    """``analyzeImage``: faces, objects and text lines from the model deployments, and the image's
+    measured profile (:func:`eventray.platform.ml.scene.measure`) computed here.
+
+    Args:
+        ml: the model client.
+        imageBase64: the encoded image (PNG, JPEG, ...), base64.
+        limits: the :class:`~eventray.platform.ml.images.ImageLimits` of the local decode
+            (default: the model deployments' defaults, 10 MiB and 25 megapixels).
+    """
+    import asyncio
+
+    from eventray.platform.ml.images import ImageLimits, decode_image
+    from eventray.platform.ml.scene import measure
+
+    data = _decode_base64(imageBase64)
+    rgb = decode_image(data, limits or ImageLimits())  # a bad image is refused before any model is called
+    (faces, objects, text), profile = await asyncio.gather(
+        asyncio.gather(ml.predict("faces", data), ml.predict("objects", data), ml.predict("ocr", data)),
+        asyncio.to_thread(measure, rgb))
+    found = objects["detections"]
+    return {"faces": faces["detections"], "objects": found, "text": text["lines"],
+            "profile": {"width": profile.width, "height": profile.height, "brightness": profile.brightness,
+                        "colourfulness": profile.colourfulness, "sharpness": profile.sharpness,
+                        "dominantColours": [{"hex": c.hex, "share": c.share} for c in profile.dominant_colours],
+                        "faces": len(faces["detections"]), "people": sum(d["label"] == "person" for d in found),
+                        "objects": len(found), "textLines": len(text["lines"])}}
 
 
 async def models(ml: MLClient) -> list[dict[str, Any]]:
