@@ -17,6 +17,7 @@ from eventray.platform.errors import (
     EmptyText, NonFiniteInput, TextTooLong, UnknownModel, UnknownModelVersion, WrongInputShape,
 )
 from eventray.platform.ml.datasets import simulate_movements
+from eventray.platform.ml.pretrained import import_pretrained
 from eventray.platform.ml.registry import promote
 from eventray.platform.ml.training import anomaly_eval, train_all
 from eventray.platform.settings import Settings
@@ -29,6 +30,7 @@ def ml_settings(stack_settings: Settings, tmp_path_factory: pytest.TempPathFacto
     model_dir = tmp_path_factory.mktemp("ml-models")
     train_all(model_dir)
     train_all(model_dir, version="2", seed=1, names=("anomaly",))
+    import_pretrained(model_dir)  # faces, objects, ocr, entities: `eventray models import`
     return stack_settings.model_copy(update={
         "model_dir": model_dir, "ml_app_name": APP, "ml_min_replicas": 1, "ml_max_replicas": 1,
         "ml_max_text_chars": 500, "ml_max_rows_per_request": 1024,
@@ -73,6 +75,42 @@ async def test_every_model_answers_through_serve(client):
     models = await resolvers.models(client)
     anomaly = next(m for m in models if m["name"] == "anomaly")
     assert anomaly["default"] == "1" and [v["version"] for v in anomaly["versions"]] == ["1", "2"]
+
+
+async def test_the_text_and_image_analyses_answer_through_serve_and_survive_bad_input(client):
+    import base64
+    import io
+
+    import skimage.data as skdata
+    from PIL import Image
+
+    from eventray.platform.errors import InvalidImage
+    from eventray.serving.models import resolvers
+
+    def png(rgb: np.ndarray) -> str:
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, "PNG")
+        return base64.b64encode(buf.getvalue()).decode()
+
+    text = ("Shares in the London bank rose sharply after it reported record profits. Its chief executive, "
+            "Sarah Jones, said the results were excellent. Analysts in New York expect a higher dividend.")
+    got = await resolvers.analyze_text(client, text=text, summarySentences=1)
+    assert got["topic"]["label"] == "business" and got["sentiment"]["label"] == "positive", got
+    assert ("Sarah Jones", "PERSON") in {(e["text"], e["label"]) for e in got["entities"]}
+    assert len(got["summary"]) == 1 and got["summary"][0] in text
+    image = await resolvers.analyze_image(client, imageBase64=png(skdata.astronaut()))
+    assert [f["label"] for f in image["faces"]] == ["face"] and image["profile"]["people"] >= 1
+    # bad input reaches each replica and gets a typed error; the replicas go on serving
+    for model in ("faces", "objects", "ocr"):
+        with pytest.raises(InvalidImage):
+            await client.predict(model, b"\x89PNG\r\n\x1a\nbroken")
+    with pytest.raises(EmptyText):
+        await client.predict("entities", "")
+    with pytest.raises(TextTooLong):
+        await client.predict("topics", "word " * 200)
+    coffee = await resolvers.analyze_image(client, imageBase64=png(skdata.coffee()))
+    assert coffee["faces"] == [] and coffee["profile"]["faces"] == 0
+    assert (await client.predict("entities", "Grace Hopper visited Paris."))["entities"][0]
 
 
 async def test_concurrent_requests_are_batched(client):
