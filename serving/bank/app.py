@@ -16,6 +16,7 @@ app = eventray.App(
     sagas=[eventray.Saga(TransferMoney, policy=transfer_policy, services=fraud_services)],
     # imported on the GraphQL replicas only: shards and runners never load Ariadne
     graphql="eventray.serving.bank.graphql:extension",
-    models=("anomaly", "sentiment", "digits", "recommend"),
+    models=("anomaly", "sentiment", "digits", "recommend", "topics", "recommend_hybrid",
+            "entities", "faces", "objects", "ocr"),
     chaos="eventray.serving.bank.chaos:workload",
 )
