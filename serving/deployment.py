@@ -105,8 +105,7 @@ def run(rt: Any, serving: ServingSettings, *, wait_s: float = 120.0, models: boo
     ).bind(settings, serving, saga_settings=saga_settings or SagaSettings(), ml_app=ml_app,
            **_model_apps(settings, bound))
     serve.run(app, name=serving.app_name, route_prefix=serving.route_prefix, blocking=False)
-    scheme = "https" if tls is not None else "http"
-    base = f"{scheme}://{serving.http_host}:{serving.http_port}{serving.route_prefix.rstrip('/')}"
+    base = serving.base_url
     verify: Any = ingress_verify(settings, serving)
     deadline = time.monotonic() + wait_s
     while True:

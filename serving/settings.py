@@ -225,6 +225,12 @@ class ServingSettings(BaseSettings):
                 "EVENTRAY_PROFILE=production refuses a plain-HTTP ingress: set EVENTRAY_HTTPS=true with "
                 "EVENTRAY_HTTPS_CERT_FILE and EVENTRAY_HTTPS_KEY_FILE")
 
+    @property
+    def base_url(self) -> str:
+        """Where the app answers through Serve's proxy (https when ``https``), without a trailing slash."""
+        scheme = "https" if self.https else "http"
+        return f"{scheme}://{self.http_host}:{self.http_port}{self.route_prefix.rstrip('/')}"
+
     def ingress_tls(self, settings: Any) -> tuple[Path, Path] | None:
         """``(certificate, key)`` the ingress serves HTTPS with, or None when ``https`` is off.
 

@@ -84,9 +84,8 @@ def _kill_replica(settings: Settings, rt: Any, deployment: str) -> Any:
     from eventray.serving.settings import ServingSettings
 
     serving = ServingSettings().for_app(rt)
-    scheme = "https" if serving.https else "http"
-    health = f"{scheme}://{serving.http_host}:{serving.http_port}{serving.route_prefix.rstrip('/')}/healthz"
-    return faults.kill_replica(settings, app_name=serving.app_name, deployment=deployment, health_url=health,
+    return faults.kill_replica(settings, app_name=serving.app_name, deployment=deployment,
+                               health_url=f"{serving.base_url}/healthz",
                                verify=ingress_verify(effective_settings(settings), serving))
 
 
