@@ -43,6 +43,9 @@ class ServingSettings(BaseSettings):
     jwks_refresh_min_s: float = Field(default=30.0, ge=0, description="at least this long between two refetches "
                                       "an unknown kid triggers")
     jwks_timeout_s: float = Field(default=5.0, gt=0)
+    jwks_ca_file: Path | None = Field(
+        default=None, description="PEM CA bundle the JWKS endpoint's certificate is checked against; unset means "
+        "the system's trust store (an authorization server with a public certificate)")
     jwt_audience: str = "eventray"
     jwt_issuer: str | None = None
     jwt_leeway_s: int = Field(default=5, ge=0, le=300, description="clock skew allowed on exp/nbf/iat, seconds")
@@ -135,6 +138,10 @@ class ServingSettings(BaseSettings):
             if self.jwks_url is not None and not self.jwks_url.startswith("https://"):
                 raise ConfigurationError(
                     f"EVENTRAY_JWKS_URL={self.jwks_url!r} is not https; production fetches keys over TLS only")
+        if self.jwks_ca_file is not None and not self.jwks_ca_file.is_file():
+            raise ConfigurationError(
+                f"EVENTRAY_JWKS_CA_FILE={self.jwks_ca_file} is not a readable file: give the PEM CA bundle that "
+                "signed the JWKS endpoint's certificate, or unset it to use the system's trust store")
         if self.persisted_queries_only and self.persisted_queries_file is None:
             raise ConfigurationError(
                 "EVENTRAY_PERSISTED_QUERIES_ONLY=true needs EVENTRAY_PERSISTED_QUERIES_FILE (sha256 -> query)")

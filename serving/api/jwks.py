@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import threading
 import time
 from typing import Any
@@ -34,11 +35,12 @@ class JwksKeys:
         cache_s: how long a fetched key set is used before it is fetched again.
         refresh_min_s: the least time between two fetches that unknown key ids trigger.
         timeout_s: the HTTP timeout of one fetch.
-        verify: the TLS verification of the fetch (True, or a CA bundle path).
+        verify: the TLS verification of the fetch: True (the system's trust store) or a context
+            holding the CA that signed the endpoint's certificate.
     """
 
     def __init__(self, url: str, *, cache_s: float = 300.0, refresh_min_s: float = 30.0,
-                 timeout_s: float = 5.0, verify: bool | str = True) -> None:
+                 timeout_s: float = 5.0, verify: bool | ssl.SSLContext = True) -> None:
         self._url = url
         self._cache_s = cache_s
         self._refresh_min_s = refresh_min_s

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -75,7 +76,9 @@ class TokenVerifier:
         self._jwks_generation = 0
         if settings.jwks_url is not None:
             self._jwks = JwksKeys(check_url(settings.jwks_url), cache_s=settings.jwks_cache_s,
-                                  refresh_min_s=settings.jwks_refresh_min_s, timeout_s=settings.jwks_timeout_s)
+                                  refresh_min_s=settings.jwks_refresh_min_s, timeout_s=settings.jwks_timeout_s,
+                                  verify=ssl.create_default_context(cafile=str(settings.jwks_ca_file))
+                                  if settings.jwks_ca_file else True)
         if self._secret is None and not self._rsa_keys and self._jwks is None:
             from eventray.platform.errors import ConfigurationError
 

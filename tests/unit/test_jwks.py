@@ -8,6 +8,7 @@ checked; scopes map to roles. The endpoint is a local HTTP server of the test's 
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from eventray.platform.devstack import certs
 from eventray.platform.errors import ConfigurationError
 from eventray.serving.api.principal import InvalidToken, TokenVerifier
 from eventray.serving.settings import ServingSettings
@@ -28,7 +30,7 @@ ISSUER = "https://auth.example"
 class JwksServer:
     """Serves ``/jwks.json`` with the public halves of ``self.keys`` (kid -> private key)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.keys: dict[str, Any] = {}
         self.requests = 0
         outer = self
@@ -49,7 +51,10 @@ class JwksServer:
                 pass
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/jwks.json"
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+        scheme = "https" if tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.httpd.server_address[1]}/jwks.json"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def add(self, kid: str) -> Any:
@@ -130,6 +135,30 @@ def test_an_unreachable_endpoint_refuses_tokens_but_keeps_serving(server: JwksSe
     v = verifier(server, jwks_timeout_s=0.5)
     with pytest.raises(InvalidToken, match="no signing keys could be fetched"):
         v.verify(token(k, "k"))
+
+
+def test_an_https_endpoint_is_trusted_through_the_jwks_ca_file_only(tmp_path) -> None:
+    """An authorization server whose certificate a private CA signed: EVENTRAY_JWKS_CA_FILE trusts it."""
+    ca = certs.new_ca("an authorization server's CA")
+    leaf = certs.issue(ca, "auth", server=True, hosts=["127.0.0.1"])
+    certs.write_pem(tmp_path / "ca.crt", ca.cert_pem(), private=False)
+    certs.write_pem(tmp_path / "auth.crt", leaf.cert_pem(), private=False)
+    certs.write_pem(tmp_path / "auth.key", leaf.key_pem(), private=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "auth.crt", tmp_path / "auth.key")
+    server = JwksServer(tls=context)
+    try:
+        k = server.add("k")
+        assert server.url.startswith("https://")
+        assert verifier(server, jwks_ca_file=tmp_path / "ca.crt").verify(token(k, "k")).subject == "u1"
+        assert server.requests == 1
+        with pytest.raises(InvalidToken, match="no signing keys could be fetched"):
+            verifier(server, jwks_timeout_s=2.0).verify(token(k, "k"))  # the system's trust store: refused
+        assert server.requests == 1  # the handshake failed before any request was read
+    finally:
+        server.httpd.shutdown()
+    with pytest.raises(ConfigurationError, match="EVENTRAY_JWKS_CA_FILE"):
+        ServingSettings(jwks_url=server.url, jwks_ca_file=tmp_path / "none.crt")
 
 
 def test_production_refuses_each_unsafe_setting() -> None:
