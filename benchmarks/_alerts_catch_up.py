@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import psycopg
 
+from eventray.platform.settings import with_database
+
 APP = "eventray-ml-bench-alerts"
 CHUNK = 256
 
@@ -64,7 +66,7 @@ def alerts_catch_up(rt: Any, base_dsn: str, movements: int, *, seconds: float) -
     db = f"bench_alerts_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(base_dsn, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{db}"')
-    dsn = base_dsn.rsplit("/", 1)[0] + "/" + db
+    dsn = with_database(base_dsn, db)
     hosted = rt.with_settings(database_url=dsn, model_dir=model_dir, ml_app_name=APP, ml_min_replicas=1,
                               ml_max_replicas=1, projection_hosts=1)
     migrate(dsn)

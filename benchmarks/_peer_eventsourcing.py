@@ -5,11 +5,12 @@ Its Application with repository get and save, snapshotting on, driven by threads
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
@@ -44,8 +45,23 @@ class PeerBank(Application[uuid.UUID]):
         self.save(account)
 
 
+#: libpq's environment variables for the TLS parameters of a URL's query string
+_LIBPQ_TLS_ENV = {"sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT", "sslcert": "PGSSLCERT",
+                  "sslkey": "PGSSLKEY"}
+
+
 def peer_env(dsn: str, schema: str, pool_size: int) -> dict[str, str]:
+    """The eventsourcing library's settings for ``dsn``.
+
+    The library passes only host, port, database, user and password to psycopg, so the TLS
+    parameters of the URL (the dev stack's ``sslmode=verify-full`` and client certificate) go to
+    libpq through its environment variables, set here in this process: the peer then connects
+    over the same mutual TLS as eventray does.
+    """
     url = urlparse(dsn)
+    for key, values in parse_qs(url.query).items():
+        if key in _LIBPQ_TLS_ENV:
+            os.environ[_LIBPQ_TLS_ENV[key]] = values[-1]
     return {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
         "POSTGRES_DBNAME": url.path.lstrip("/"),

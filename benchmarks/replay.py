@@ -32,6 +32,7 @@ import ray
 
 from benchmarks._common import median, parser, print_table, write_results
 from eventray.platform.eventlog.writer import KAFKA_CLIENTS
+from eventray.platform.settings import with_database
 
 PARTITIONS = 4
 
@@ -127,7 +128,7 @@ def all_projections_catch_up(rt: Any, base_dsn: str, written: int) -> dict[str, 
     db = f"bench_hosts_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(base_dsn, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{db}"')
-    dsn = base_dsn.rsplit("/", 1)[0] + "/" + db
+    dsn = with_database(base_dsn, db)
     hosted = rt.with_settings(database_url=dsn, projection_hosts=0)
     migrate(dsn)
     store = ProjectionStore(dsn)
@@ -177,7 +178,7 @@ def main() -> None:
     db = f"bench_replay_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(base.dsn, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{db}"')
-    dsn = base.dsn.rsplit("/", 1)[0] + "/" + db
+    dsn = with_database(base.dsn, db)
     settings = base.model_copy(update={"database_url": dsn, "topic": f"bench-replay-{uuid.uuid4().hex[:8]}",
                                        "partitions": PARTITIONS})
     rt = Runtime.load(settings)

@@ -26,6 +26,7 @@ from typing import Any
 
 from benchmarks._common import median, parser, percentile, print_table, write_results
 from eventray.platform.eventlog.writer import KAFKA_CLIENTS
+from eventray.platform.settings import with_database
 
 CONCURRENCY = (1, 16, 256)
 PLAIN = ["account_balances", "account_activity", "user_directory"]
@@ -203,7 +204,7 @@ def main() -> None:
     with psycopg.connect(base.dsn, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{db}"')
     settings = base.model_copy(update={"topic": f"bench-write-{uuid.uuid4().hex[:8]}", "partitions": PARTITIONS,
-                                       "database_url": base.dsn.rsplit("/", 1)[0] + "/" + db})
+                                       "database_url": with_database(base.dsn, db)})
     migrate(settings.dsn)
     clients = list(KAFKA_CLIENTS) if args.clients == "both" else [args.clients]
     total = (len(clients) + 1) * len(CONCURRENCY) * repeats

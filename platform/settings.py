@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from eventray.platform.errors import ConfigurationError
 from eventray.platform.tls import TLSFiles, postgres_params
 
 
@@ -46,9 +47,9 @@ class Settings(BaseSettings):
 
     # --- mutual TLS to Kafka and PostgreSQL (see eventray.platform.tls) ---
     tls: bool = Field(
-        default=False, description="every Kafka and PostgreSQL client uses TLS with a client certificate, and "
+        default=True, description="every Kafka and PostgreSQL client uses TLS with a client certificate, and "
         "the dev stack's broker (SSL listener, ssl.client.auth=required) and server (ssl=on, hostssl cert "
-        "auth only) require it. Off by default for now"
+        "auth only) require it. false: plaintext everywhere (EVENTRAY_TLS=false, then restart the dev stack)"
     )
     tls_ca_file: Path | None = Field(
         default=None, description="PEM CA that signed the servers' certificates; unset means the dev CA, "
@@ -229,6 +230,14 @@ class Settings(BaseSettings):
             f"postgresql://{self.postgres_user}@127.0.0.1:{self.postgres_port}/{self.postgres_db}"
         )
         return with_postgres_tls(url, self.tls_files())
+
+
+def with_database(url: str, db: str) -> str:
+    """The ``postgresql://`` URL ``url`` naming database ``db`` instead, its parameters (TLS) kept."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigurationError(f"{url!r} is not a postgresql:// URL: give EVENTRAY_DATABASE_URL as a URL")
+    return urlunsplit(parts._replace(path="/" + db))
 
 
 def with_postgres_tls(url: str, tls: TLSFiles | None) -> str:

@@ -45,7 +45,7 @@ from eventray.platform.deploy.package import build_wheel
 from eventray.platform.devstack import _proc, rayhead
 from eventray.platform.devstack.state import effective_settings
 from eventray.platform.sagas.settings import SagaSettings
-from eventray.platform.settings import Settings
+from eventray.platform.settings import Settings, with_database
 
 ROOT = Path(__file__).resolve().parents[2]
 WORK = ROOT / "build" / "cluster-e2e"
@@ -201,7 +201,7 @@ def create_database(cleanup: ExitStack, shared: Settings, db: str) -> str:
             conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         say(f"dropped database {db}")
     cleanup.callback(drop)
-    return shared.dsn.rsplit("/", 1)[0] + "/" + db
+    return with_database(shared.dsn, db)
 
 
 def delete_topics(bootstrap: str, topics: list[str]) -> None:

@@ -23,6 +23,7 @@ from eventray.platform.projections.actor import start_runners, stop_topic_runner
 from eventray.platform.projections.replay import replay
 from eventray.platform.projections.store import ProjectionStore
 from eventray.platform.runtime.shards import start_shards
+from eventray.platform.settings import with_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -51,7 +52,7 @@ def rt(stack_settings, cluster):
     db = f"it_nodeloss_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(stack_settings.dsn, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{db}"')
-    dsn = stack_settings.dsn.rsplit("/", 1)[0] + "/" + db
+    dsn = with_database(stack_settings.dsn, db)
     migrate(dsn)
     s = stack_settings.model_copy(update={
         "database_url": dsn, "ray_address": c.address, "topic": f"it-nodeloss-{uuid.uuid4().hex[:8]}",

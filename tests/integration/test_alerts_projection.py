@@ -30,6 +30,7 @@ from eventray.platform.projections.actor import stop_topic_runners
 from eventray.platform.projections.replay import replay
 from eventray.platform.projections.runner import FaultPoint
 from eventray.platform.projections.store import ProjectionStore
+from eventray.platform.settings import with_database
 from eventray.projections import queries
 
 pytestmark = pytest.mark.integration
@@ -50,7 +51,7 @@ def rt(stack_settings, tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("alerts-models")
     train_all(model_dir, names=("anomaly",))
     s = stack_settings.model_copy(update={
-        "database_url": stack_settings.dsn.rsplit("/", 1)[0] + "/" + db,
+        "database_url": with_database(stack_settings.dsn, db),
         "topic": f"it-alerts-{uuid.uuid4().hex[:8]}", "partitions": 2, "shards": 1,
         "model_dir": model_dir, "ml_app_name": APP, "ml_min_replicas": 1, "ml_max_replicas": 1,
     })
@@ -71,8 +72,11 @@ def write_movements(rt, labeled) -> None:
 
     codec = rt.codec
     rt.ensure_topic()
+    from eventray.platform.tls import kafka_options
+
     producer = KafkaProducer(bootstrap_servers=rt.settings.kafka_address, acks="all",
-                             transactional_id=f"alerts-seed-{uuid.uuid4().hex[:8]}")
+                             transactional_id=f"alerts-seed-{uuid.uuid4().hex[:8]}",
+                             **kafka_options(rt.settings.tls_files(), "kafka-python"))
     producer.init_transactions()
     producer.begin_transaction()
     versions: dict[str, int] = {}

@@ -27,6 +27,7 @@ from eventray.platform.runtime.actors import NAMESPACE
 from eventray.platform.runtime.shards import shard_name, start_shards, stop_shards
 from eventray.platform.sagas import composition as sagas_rt
 from eventray.platform.sagas.settings import SagaSettings
+from eventray.platform.settings import with_database
 from eventray.sagas.transfer_money import TransferPolicy, TransferRequest
 from eventray.serving.api.services import ApiServices
 from eventray.serving.bank.fraud import AmountRuleScorer
@@ -44,7 +45,7 @@ def rt(stack_settings):
     db = f"it_console_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(stack_settings.dsn, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{db}"')
-    dsn = stack_settings.dsn.rsplit("/", 1)[0] + "/" + db
+    dsn = with_database(stack_settings.dsn, db)
     s = stack_settings.model_copy(update={
         "database_url": dsn, "topic": f"it-console-{uuid.uuid4().hex[:8]}", "partitions": 2, "shards": 2,
     })

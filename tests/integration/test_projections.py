@@ -31,6 +31,7 @@ from eventray.platform.projections.replay import replay
 from eventray.platform.projections.runner import FaultPoint
 from eventray.platform.projections.store import ProjectionStore
 from eventray.platform.runtime.shards import start_shards, stop_shards
+from eventray.platform.settings import with_database
 from eventray.projections import queries
 
 pytestmark = pytest.mark.integration
@@ -41,7 +42,7 @@ def rt(stack_settings):
     db = f"it_proj_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(stack_settings.dsn, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{db}"')
-    dsn = stack_settings.dsn.rsplit("/", 1)[0] + "/" + db
+    dsn = with_database(stack_settings.dsn, db)
     s = stack_settings.model_copy(update={
         "database_url": dsn, "topic": f"it-proj-{uuid.uuid4().hex[:8]}", "partitions": 2, "shards": 1,
     })
@@ -264,8 +265,11 @@ async def test_poison_event_is_dead_lettered_and_the_host_goes_on(rt, monkeypatc
     place_hosts(rt, names=["account_activity"])  # its host applies what follows
 
     poison_key = next(a for a in accounts if bus.partition_of(a) == 0)
+    from eventray.platform.tls import kafka_options
+
     producer = KafkaProducer(bootstrap_servers=rt.settings.kafka_address,
-                             transactional_id=f"poison-{uuid.uuid4().hex[:8]}", acks="all")
+                             transactional_id=f"poison-{uuid.uuid4().hex[:8]}", acks="all",
+                             **kafka_options(rt.settings.tls_files(), "kafka-python"))
     producer.init_transactions()
     producer.begin_transaction()
     meta = producer.send(rt.topic, key=poison_key.encode(), value=b"\x93garbage\xff", partition=0).get(10)

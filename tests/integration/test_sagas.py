@@ -31,6 +31,7 @@ from eventray.platform.sagas import composition as sagas
 from eventray.platform.sagas.actor import coordinator_name
 from eventray.platform.sagas.history import check_queue, saga_run_history
 from eventray.platform.sagas.settings import SagaSettings
+from eventray.platform.settings import with_database
 from eventray.sagas.transfer_money import (
     TERMINAL, TransferPolicy, TransferRequest, history_effects, history_movement,
 )
@@ -47,7 +48,7 @@ def env(stack_settings):
     db = f"it_saga_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(stack_settings.dsn, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{db}"')
-    dsn = stack_settings.dsn.rsplit("/", 1)[0] + "/" + db
+    dsn = with_database(stack_settings.dsn, db)
     s = stack_settings.model_copy(update={
         "database_url": dsn, "topic": f"it-saga-{uuid.uuid4().hex[:8]}", "partitions": 4, "shards": 2,
     })
