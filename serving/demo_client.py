@@ -57,9 +57,24 @@ class GraphQLClient:
         self.budget_s = budget_s
         self.retries = 0
 
-    async def call(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-        """One attempt; the ``data``. Raises :class:`GraphQLFailed` or an ``httpx.HTTPError``."""
-        r = await self.http.post(self.url, json={"query": query, "variables": variables or {}}, headers=self.headers)
+    async def call(self, query: str, variables: dict[str, Any] | None = None,
+                   files: dict[str, tuple[str, bytes, str]] | None = None) -> dict[str, Any]:
+        """One attempt; the ``data``. Raises :class:`GraphQLFailed` or an ``httpx.HTTPError``.
+
+        ``files``: variable name -> (file name, bytes, media type), sent by the GraphQL multipart
+        request spec (those variables go as null in ``operations``, the ``map`` points at them).
+        """
+        if files:
+            names = list(files)
+            operations = {"query": query, "variables": {**(variables or {}), **dict.fromkeys(names)}}
+            r = await self.http.post(
+                self.url, headers={**self.headers, "graphql-require-preflight": "1"},
+                data={"operations": json.dumps(operations),
+                      "map": json.dumps({str(i): [f"variables.{n}"] for i, n in enumerate(names)})},
+                files={str(i): files[n] for i, n in enumerate(names)})
+        else:
+            r = await self.http.post(self.url, json={"query": query, "variables": variables or {}},
+                                     headers=self.headers)
         try:
             body = r.json()
         except ValueError:  # a proxy's plain-text 5xx
@@ -68,13 +83,14 @@ class GraphQLClient:
             raise GraphQLFailed(r.status_code, body)
         return body["data"]
 
-    async def query(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def query(self, query: str, variables: dict[str, Any] | None = None,
+                    files: dict[str, tuple[str, bytes, str]] | None = None) -> dict[str, Any]:
         """:meth:`call`, retried on retryable errors and transport failures within the budget."""
         deadline = time.monotonic() + self.budget_s
         delay = 0.1
         while True:
             try:
-                return await self.call(query, variables)
+                return await self.call(query, variables, files)
             except GraphQLFailed as e:
                 if not e.retryable or time.monotonic() + delay > deadline:
                     raise

@@ -4,8 +4,9 @@
 a burst), ``classifyText`` (sentiment with keywords), ``classifyDigit`` (an 8x8 image from
 scikit-learn's bundled digits, whose label is known), ``recommend`` (a user of the
 recommender's training data, hybrid), ``analyzeText`` (a customer's message: sentiment, topic,
-entities, a one-sentence summary) and ``analyzeImage`` (a receipt line rendered here with
-Pillow: the text read back, no face, its profile).
+entities, a one-sentence summary), ``analyzeImage`` (a receipt line rendered here with
+Pillow: the text read back, no face, its profile) and ``analyzeImageUpload`` (the same receipt
+uploaded as a file by the GraphQL multipart request spec).
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ async def query_models(client: GraphQLClient) -> tuple[bool, str]:
     """Whether every family answered as expected, and one line that shows the four answers."""
     pixels, label = await asyncio.to_thread(_digit)
     receipt = await asyncio.to_thread(_receipt_png)
-    score, text, digit, recs, analysis, image = await asyncio.gather(
+    import base64
+
+    score, text, digit, recs, analysis, image, upload = await asyncio.gather(
         client.query(_SCORE),
         client.query("query($t: String!) { classifyText(text: $t) { label probabilities { label probability } "
                      "keywords { term } } }", {"t": _TEXT}),
@@ -64,7 +67,9 @@ async def query_models(client: GraphQLClient) -> tuple[bool, str]:
                      "topic { label score } entities { text label } summary } }", {"t": _MESSAGE}),
         client.query("query($i: String!) { analyzeImage(imageBase64: $i) { faces { label } objects { label } "
                      "text { text score } profile { brightness dominantColours { hex } textLines } } }",
-                     {"i": receipt}))
+                     {"i": receipt}),
+        client.query("query($f: Upload!) { analyzeImageUpload(image: $f) { text { text } } }",
+                     files={"f": ("receipt.png", base64.b64decode(receipt), "image/png")}))
     usual, burst = score["usual"], score["burst"]
     sentiment: dict[str, Any] = text["classifyText"]
     p = max(x["probability"] for x in sentiment["probabilities"])
@@ -74,9 +79,10 @@ async def query_models(client: GraphQLClient) -> tuple[bool, str]:
     a, im = analysis["analyzeText"], image["analyzeImage"]
     entities = {(e["text"], e["label"]) for e in a["entities"]}
     read = [line["text"] for line in im["text"]]
+    uploaded = [line["text"] for line in upload["analyzeImageUpload"]["text"]]
     ok = (not usual["anomaly"] and burst["anomaly"] and sentiment["label"] == "positive" and d["digit"] == label
           and len(items) == 3 and a["sentiment"]["label"] == "positive" and ("Maria Keller", "PERSON") in entities
-          and len(a["summary"]) == 1 and read == [_RECEIPT] and im["faces"] == [])
+          and len(a["summary"]) == 1 and read == [_RECEIPT] and im["faces"] == [] and uploaded == [_RECEIPT])
     line = (f"scoreMovement usual {usual['score']:.3f} / burst {burst['score']:.3f} "
             f"(anomaly {str(burst['anomaly']).lower()}, model v{usual['modelVersion']}); "
             f"classifyText {sentiment['label']} {p:.2f} ({keywords}); "
@@ -85,5 +91,5 @@ async def query_models(client: GraphQLClient) -> tuple[bool, str]:
             f"analyzeText {a['sentiment']['label']}, topic {a['topic']['label']} {a['topic']['score']:.2f}, "
             f"entities {', '.join(f'{t} {lab}' for t, lab in sorted(entities))}; "
             f"analyzeImage read {read}, {len(im['faces'])} faces, {len(im['objects'])} objects, "
-            f"brightness {im['profile']['brightness']:.2f}")
+            f"brightness {im['profile']['brightness']:.2f}; analyzeImageUpload read {uploaded}")
     return ok, line

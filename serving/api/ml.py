@@ -63,6 +63,11 @@ async def resolve_analyze_image(_: Any, info: GraphQLResolveInfo, imageBase64: s
     return await resolvers.analyze_image(_ml(info), imageBase64=imageBase64)
 
 
+@ml_query.field("analyzeImageUpload")
+async def resolve_analyze_image_upload(_: Any, info: GraphQLResolveInfo, image: Any) -> dict[str, Any]:
+    return await resolvers.analyze_image_upload(_ml(info), image=image)
+
+
 @ml_query.field("models")
 async def resolve_models(_: Any, info: GraphQLResolveInfo) -> list[dict[str, Any]]:
     return await resolvers.models(_ml(info))

@@ -65,10 +65,12 @@ def schema_parts(rt: Any) -> tuple[list[str], list[Any], dict[str, Any]]:
         type_defs += [SUBMIT_COMMANDS_SDL, commands_sdl(specs)]
     bindables: list[Any] = [*platform_bindables(specs, rules), subscription, json_scalar, timestamp_scalar]
     if app.models:
+        from ariadne import upload_scalar
+
         from eventray.serving.api.ml import ml_query
 
         type_defs.append(_sdl_file("models.graphql"))
-        bindables.append(ml_query)
+        bindables += [ml_query, upload_scalar]
     if ext.sdl_text().strip():
         type_defs.append(ext.sdl_text())
     bindables += list(ext.resolvers)

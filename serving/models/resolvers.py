@@ -109,13 +109,40 @@ async def analyze_image(ml: MLClient, *, imageBase64: str, limits: Any = None) -
         limits: the :class:`~eventray.platform.ml.images.ImageLimits` of the local decode
             (default: the model deployments' defaults, 10 MiB and 25 megapixels).
     """
+    from eventray.platform.ml.images import ImageLimits
+
+    return await _analyze_image(ml, _decode_base64(imageBase64), limits or ImageLimits())
+
+
+async def analyze_image_upload(ml: MLClient, *, image: Any, limits: Any = None) -> dict[str, Any]:
+    """``analyzeImageUpload``: :func:`analyze_image` of a file uploaded by the multipart request spec.
+
+    Args:
+        ml: the model client.
+        image: the upload (Starlette's ``UploadFile``, which Ariadne puts in the variables).
+        limits: as :func:`analyze_image`; at most ``max_bytes`` + 1 bytes are read.
+    """
+    from eventray.platform.errors import ImageTooLarge, InvalidImage
+    from eventray.platform.ml.images import ImageLimits
+
+    limits = limits or ImageLimits()
+    read = getattr(image, "read", None)
+    if read is None:
+        raise InvalidImage("image must be a file of a multipart request (the GraphQL multipart request spec), "
+                           "not a value in the JSON variables; send base64 to analyzeImage instead", field="image")
+    data = await read(limits.max_bytes + 1)
+    if len(data) > limits.max_bytes:
+        raise ImageTooLarge(f"the uploaded image has more than {limits.max_bytes} bytes", field="image")
+    return await _analyze_image(ml, data, limits)
+
+
+async def _analyze_image(ml: MLClient, data: bytes, limits: Any) -> dict[str, Any]:
     import asyncio
 
-    from eventray.platform.ml.images import ImageLimits, decode_image
+    from eventray.platform.ml.images import decode_image
     from eventray.platform.ml.scene import measure
 
-    data = _decode_base64(imageBase64)
-    rgb = decode_image(data, limits or ImageLimits())  # a bad image is refused before any model is called
+    rgb = decode_image(data, limits)  # a bad image is refused before any model is called
     (faces, objects, text), profile = await asyncio.gather(
         asyncio.gather(ml.predict("faces", data), ml.predict("objects", data), ml.predict("ocr", data)),
         asyncio.to_thread(measure, rgb))

@@ -151,3 +151,62 @@ async def test_recommend_strategies_rank_differently_and_default_to_hybrid(schem
     default = await _run(schema, models, '{ recommend(userId: "user-0003", first: 5) { itemId } }')
     assert [g["itemId"] for g in default.data["recommend"]] == ranked["HYBRID"]
     assert ranked["COLLABORATIVE"] != ranked["CONTENT"]
+
+
+def _http(schema: Any, models: InProcessModels) -> Any:
+    """The GraphQL HTTP endpoint as the ingress builds it (the hardened handler, the one error
+    formatter), with the in-process models in its context; a Starlette test client on it."""
+    from ariadne.asgi import GraphQL
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from eventray.serving.api.document_cache import DocumentCache
+    from eventray.serving.api.errors import format_error
+    from eventray.serving.api.http import HardenedHTTPHandler
+    from eventray.serving.settings import ServingSettings
+
+    documents = DocumentCache(hide_suggestions=True)
+    graphql_app = GraphQL(schema, context_value={"ml": models}, query_parser=documents.parse,
+                          error_formatter=format_error,
+                          http_handler=HardenedHTTPHandler(ServingSettings(), parse=documents.parse))
+    return TestClient(Starlette(routes=[Route("/graphql", graphql_app, methods=["GET", "POST"])]))
+
+
+UPLOAD = ("query($f: Upload!) { analyzeImageUpload(image: $f) { faces { label } "
+          "profile { width height faces } } }")
+
+
+def _multipart(client: Any, image: bytes, *, preflight: bool = True) -> Any:
+    import json
+
+    return client.post("/graphql", headers={"GraphQL-Require-Preflight": "1"} if preflight else {}, data={
+        "operations": json.dumps({"query": UPLOAD, "variables": {"f": None}}),
+        "map": json.dumps({"0": ["variables.f"]})}, files={"0": ("astronaut.png", image, "image/png")})
+
+
+def test_an_image_uploads_by_the_multipart_request_spec(schema, models) -> None:
+    with _http(schema, models) as client:
+        r = _multipart(client, base64.b64decode(_png(skdata.astronaut())))
+        assert r.status_code == 200, r.text
+        got = r.json()["data"]["analyzeImageUpload"]
+        assert [f["label"] for f in got["faces"]] == ["face"]
+        assert got["profile"] == {"width": 512, "height": 512, "faces": 1}
+        # without the preflight header a cross-site form could send it: refused, nothing run
+        before = len(models.calls)
+        refused = _multipart(client, base64.b64decode(_png(skdata.astronaut())), preflight=False)
+        assert refused.status_code == 400 and refused.json()["errors"][0]["extensions"]["code"] == "CSRF_REFUSED"
+        assert len(models.calls) == before
+
+
+def test_a_bad_upload_gets_a_typed_error_before_any_model(schema, models) -> None:
+    with _http(schema, models) as client:
+        before = len(models.calls)
+        for image, reason in ((b"\x89PNG\r\n\x1a\nbroken", "MODEL_INPUT_IMAGE"), (b"", "MODEL_INPUT_IMAGE_EMPTY")):
+            r = _multipart(client, image)
+            error = r.json()["errors"][0]
+            assert error["extensions"]["reason"] == reason, error
+        # an Upload given as a JSON value instead of a file
+        r = client.post("/graphql", json={"query": UPLOAD, "variables": {"f": "aGVsbG8="}})
+        assert r.json()["errors"][0]["extensions"]["reason"] == "MODEL_INPUT_IMAGE", r.text
+        assert len(models.calls) == before
