@@ -372,7 +372,8 @@ async def test_a_second_runner_of_a_partition_is_refused_by_the_stored_offset(rt
     second = build_runner(rt, "account_balances", version, 0)
     stored = ProjectionStore(rt.settings.dsn).load_offsets("account_balances", version)[0]
     first.next_offset = second.next_offset = stored  # both resumed from the same stored offset
-    with PartitionReader(bootstrap=rt.settings.kafka_address, topic=rt.topic, partition=0) as reader:
+    with PartitionReader(bootstrap=rt.settings.kafka_address, topic=rt.topic, partition=0,
+                         tls=rt.settings.tls_files()) as reader:
         end = reader.last_stable_offset()
         batch = [r for b in reader.read(stored, until=end) for r in b]
     assert batch, "partition 0 got no deposits"

@@ -161,7 +161,7 @@ def check_history(rt, ss, acked, finals) -> None:
         bootstrap=rt.settings.kafka_address, event_topic=rt.topic, partitions=rt.settings.partitions,
         saga_topic=sagas.saga_topic(rt, ss), saga_partitions=ss.partitions,
         acked_starts=acked, terminal={s.transfer_id: s for s in finals},
-        codec=rt.codec, movement=history_movement, effects=history_effects)
+        codec=rt.codec, movement=history_movement, effects=history_effects, tls=rt.settings.tls_files())
     report = check_queue(ops)
     report.transition_errors = transition_errors
     print("history:", report.summary())

@@ -67,7 +67,7 @@ def test_configured_database_is_external(stack_settings: Settings) -> None:
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     got = json.loads(result.stdout.strip().splitlines()[-1])
-    assert got == {"started": [], "postgres": "external", "dsn": stack_settings.database_url}
+    assert got == {"started": [], "postgres": "external", "dsn": stack_settings.dsn}
     status = subprocess.run([*EVENTRAY, "dev", "status"], env=env, capture_output=True,
                             text=True, check=True, timeout=60).stdout
     line = next(line for line in status.splitlines() if " postgres " in line)
