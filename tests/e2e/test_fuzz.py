@@ -32,6 +32,8 @@ schemathesis.graphql.scalar("Money", st.one_of(st.integers(-2**70, 2**70).map(no
                                                st.text(max_size=30).map(nodes.String)))
 schemathesis.graphql.scalar("JSON", st.one_of(st.integers().map(nodes.Int), st.text(max_size=30).map(nodes.String)))
 schemathesis.graphql.scalar("Timestamp", st.integers(-2**63, 2**63).map(nodes.Int))
+# Upload is a file of a multipart request; in a query it can only be a (refused) literal
+schemathesis.graphql.scalar("Upload", st.text(max_size=30).map(nodes.String))
 
 ME = "{ me { subject role } }"
 
