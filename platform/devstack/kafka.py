@@ -427,8 +427,10 @@ def ready(bootstrap: str, tls: TLSFiles | None = None, *, probe_port: int | None
     with _quiet_kafka_logs():
         try:
             security = kafka_options(tls, "kafka-python")
+            # a bounded bootstrap: a client that cannot speak the listener's protocol (plaintext
+            # to an SSL port) otherwise waits out the 30 s default on every probe
             admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000,
-                                     client_id="eventray-devstack", **security)
+                                     bootstrap_timeout_ms=5000, client_id="eventray-devstack", **security)
             try:
                 admin.describe_cluster()
             finally:

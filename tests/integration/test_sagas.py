@@ -373,7 +373,7 @@ async def test_sagas_resume_and_finish_after_a_broker_restart(env) -> None:
         finally:
             await asyncio.to_thread(devkafka.start, rt.settings)  # always back, even if the test fails
         for _ in range(120):
-            if await asyncio.to_thread(devkafka.ready, rt.settings.kafka_address):
+            if await asyncio.to_thread(devkafka.ready, rt.settings.kafka_address, rt.settings.tls_files()):
                 return
             await asyncio.sleep(0.5)
 
