@@ -47,9 +47,9 @@ class Settings(BaseSettings):
 
     # --- mutual TLS to Kafka and PostgreSQL (see eventray.platform.tls) ---
     tls: bool = Field(
-        default=False, description="every Kafka and PostgreSQL client uses TLS with a client certificate, and "
+        default=True, description="every Kafka and PostgreSQL client uses TLS with a client certificate, and "
         "the dev stack's broker (SSL listener, ssl.client.auth=required) and server (ssl=on, hostssl cert "
-        "auth only) require it. Off by default for now"
+        "auth only) require it. false: plaintext everywhere (EVENTRAY_TLS=false, then restart the dev stack)"
     )
     tls_ca_file: Path | None = Field(
         default=None, description="PEM CA that signed the servers' certificates; unset means the dev CA, "

@@ -135,9 +135,10 @@ def test_issue_can_make_an_expired_certificate() -> None:
 
 def test_settings_tls_files_default_to_the_dev_stack_and_check_them(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    assert Settings(home=home).tls_files() is None
+    assert Settings(home=home, tls=False).tls_files() is None
+    assert Settings(home=home).tls  # on by default
     with pytest.raises(ConfigurationError, match="EVENTRAY_TLS_CA_FILE"):
-        Settings(home=home, tls=True).tls_files()
+        Settings(home=home).tls_files()
     certs.ensure(home / "tls")
     files = Settings(home=home, tls=True).tls_files()
     assert files == TLSFiles(home / "tls" / "ca.crt", home / "tls" / "eventray.crt", home / "tls" / "eventray.key")
@@ -179,7 +180,7 @@ def test_client_options_per_library_and_the_dsn(tls_dir: Path, tmp_path: Path) -
     kw = Settings(home=tmp_path, tls=True, tls_ca_file=tls.ca, tls_cert_file=tls.cert, tls_key_file=tls.key,
                   database_url="host=127.0.0.1 dbname=db").dsn
     assert "sslmode='verify-full'" in kw and f"sslrootcert='{tls.ca}'" in kw
-    assert Settings(home=tmp_path).dsn.endswith("/eventray")  # TLS off: the plain URL
+    assert Settings(home=tmp_path, tls=False).dsn.endswith("/eventray")  # TLS off: the plain URL
 
 
 def test_a_tls_refusal_from_postgres_is_a_configuration_error_at_the_adapter_edge() -> None:

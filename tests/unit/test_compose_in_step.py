@@ -24,7 +24,7 @@ def defaults(monkeypatch: pytest.MonkeyPatch) -> Settings:
     for name in list(os.environ):
         if name.startswith("EVENTRAY_"):
             monkeypatch.delenv(name)
-    return Settings()
+    return Settings(tls=False)  # the compose file is the plaintext stack (EVENTRAY_TLS=false)
 
 
 @pytest.fixture(scope="module")

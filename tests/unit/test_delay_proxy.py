@@ -15,15 +15,17 @@ from eventray.platform.settings import Settings
 def test_behind_the_proxy_the_broker_listens_two_ports_up_and_advertises_the_proxy(tmp_path: Path) -> None:
     s = Settings(home=tmp_path, kafka_port=29092, kafka_controller_port=29093, kafka_delay_proxy=True)
     props = broker_properties(s, log_dir=tmp_path)
-    assert props["listeners"] == "PLAINTEXT://127.0.0.1:29094,CONTROLLER://127.0.0.1:29093"
-    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:29092"  # every client goes through the proxy
+    assert props["listeners"] == "SSL://127.0.0.1:29094,CONTROLLER://127.0.0.1:29093"  # TLS is on by default
+    assert props["advertised.listeners"] == "SSL://127.0.0.1:29092"  # every client goes through the proxy
     assert s.kafka_address == "127.0.0.1:29092"
     assert (toxiproxy.broker_port(s), toxiproxy.api_port(s)) == (29094, 29095)
 
 
 def test_without_the_proxy_the_broker_listens_on_the_client_port(tmp_path: Path) -> None:
-    props = broker_properties(Settings(home=tmp_path, kafka_port=29092), log_dir=tmp_path)
+    props = broker_properties(Settings(home=tmp_path, kafka_port=29092, tls=False), log_dir=tmp_path)
     assert props["listeners"].startswith("PLAINTEXT://127.0.0.1:29092,")
+    props = broker_properties(Settings(home=tmp_path, kafka_port=29092), log_dir=tmp_path)
+    assert props["listeners"].startswith("SSL://127.0.0.1:29092,")
 
 
 def test_delay_is_refused_on_a_proxy_this_stack_did_not_start(tmp_path: Path) -> None:

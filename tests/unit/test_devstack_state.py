@@ -13,7 +13,7 @@ from eventray.platform.settings import Settings
 def test_moved_postgres_port_reaches_the_dsn(tmp_path: Path) -> None:
     StackState(postgres_port=60123).save(tmp_path)
     eff = effective_settings(Settings(home=tmp_path, database_url=None, kafka_bootstrap=None,
-                                      ray_address=None))
+                                      ray_address=None, tls=False))
     assert eff.postgres_port == 60123
     assert eff.database_url is not None and ":60123/" in eff.database_url
     assert eff.dsn == eff.database_url
