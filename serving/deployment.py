@@ -105,6 +105,10 @@ def run(rt: Any, serving: ServingSettings, *, wait_s: float = 120.0, models: boo
     ).bind(settings, serving, saga_settings=saga_settings or SagaSettings(), ml_app=ml_app,
            **_model_apps(settings, bound))
     serve.run(app, name=serving.app_name, route_prefix=serving.route_prefix, blocking=False)
+    if serving.http_redirect_port is not None:  # the settings allow it only with https
+        from eventray.serving.redirect import start_redirect
+
+        start_redirect(serving.http_host, serving.http_redirect_port, serving.http_port)
     base = serving.base_url
     verify: Any = ingress_verify(settings, serving)
     deadline = time.monotonic() + wait_s
@@ -139,5 +143,9 @@ def _model_apps(settings: Settings, models: bool | None) -> dict[str, Any]:
 
 
 def shutdown(serving: ServingSettings) -> None:
-    """Remove the app from Serve (the shards and the stack stay up)."""
+    """Remove the app from Serve, and its HTTP redirect (the shards and the stack stay up)."""
     serve.delete(serving.app_name)
+    if serving.http_redirect_port is not None:
+        from eventray.serving.redirect import stop_redirect
+
+        stop_redirect(serving.http_redirect_port)

@@ -97,6 +97,9 @@ class ServingSettings(BaseSettings):
         default=None, description="the ingress's PEM certificate chain; unset: the dev CA's `ingress` leaf in "
         "the stack's tls_dir (`eventray dev certs`), issued when missing")
     https_key_file: Path | None = Field(default=None, description="the key of https_cert_file (PEM)")
+    http_redirect_port: int | None = Field(
+        default=None, ge=1, le=65535, description="with https: a plain-HTTP port that redirects GET and HEAD "
+        "to the HTTPS ingress (308) and refuses everything else (403); unset: no plain-HTTP port at all")
 
     # --- Ray Serve ---
     app_name: str = Field(default="eventray", description="the Serve application; an app other than the "
@@ -119,6 +122,14 @@ class ServingSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_profile(self) -> ServingSettings:
+        if self.http_redirect_port is not None:
+            if not self.https:
+                raise ConfigurationError(
+                    "EVENTRAY_HTTP_REDIRECT_PORT redirects to HTTPS: set EVENTRAY_HTTPS=true too, or unset it")
+            if self.http_redirect_port == self.http_port:
+                raise ConfigurationError(
+                    f"EVENTRAY_HTTP_REDIRECT_PORT={self.http_redirect_port} is the ingress's own port "
+                    "(EVENTRAY_HTTP_PORT): give the redirect another one")
         if self.profile == "production":
             if self.allow_anonymous:
                 raise ConfigurationError(
