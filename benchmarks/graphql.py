@@ -40,6 +40,7 @@ import os
 import re
 import resource
 import shutil
+import ssl
 import statistics
 import subprocess
 import sys
@@ -218,11 +219,12 @@ def scripts(tmp: Path, accounts: list[str], query_accounts: list[str], token: st
     return out
 
 
-def wait_healthy(base: str, wait_s: float = 90) -> None:
+def wait_healthy(base: str, wait_s: float = 90, *, verify: ssl.SSLContext | bool = True) -> None:
+    """Wait for ``base``/healthz to answer 200; ``verify``: httpx's (a context trusting the dev CA for HTTPS)."""
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{base}/healthz", timeout=5).status_code == 200:
+            if httpx.get(f"{base}/healthz", timeout=5, verify=verify).status_code == 200:
                 return
         time.sleep(0.3)
     raise SystemExit(f"{base}/healthz did not answer 200 in {wait_s:.0f}s")

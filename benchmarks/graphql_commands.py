@@ -17,6 +17,12 @@
 * Each of c = 1, 16, 64, 256 is measured for the three systems in turn, repeats interleaved;
   medians over repeats. Then ``submitCommands`` with 100 deposits per request at c=16
   (``batch_cmds_per_s``: deposits that succeeded per second).
+* What TLS costs (``tls_cost``; ``--no-tls-cost`` skips it): the same ``deposit`` load on the app
+  under plain uvicorn, twice in the same run: on the benchmark's stack and on a companion Kafka
+  and PostgreSQL that differ from it only in ``EVENTRAY_TLS`` (``benchmarks/_companion.py``),
+  each server on HTTPS exactly when its stack has TLS on, each on a topic with shards of its own.
+  So "on" is mutual TLS to Kafka and PostgreSQL plus HTTPS at the ingress, "off" is plaintext
+  everywhere; their ratio per concurrency.
 * Counting: an answer is a success only when it says so (``CommandSuccess``; for the query, no
   ``errors``). A typed retryable answer (``RetryableError``, or HTTP 429/503) is counted as
   ``overloaded``, apart from errors; everything else (socket errors, timeouts, other non-2xx,
@@ -28,6 +34,7 @@ Writes benchmarks/results/graphql_commands.json.
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -48,6 +55,8 @@ ACCOUNTS = 1024
 SUBJECTS = 64
 PLAIN_PORT = 18031
 PEER_PORT = 18032
+#: the plain servers of the TLS-cost rows, by whether their stack has TLS on
+TLS_PORTS = {True: 18033, False: 18034}
 GOALS = {"vs_peer": {"1": 1.0, "16": 3.0, "64": 5.0, "256": 10.0}, "c64_fraction_of_read_limit": 0.7,
          "p99_ms_c64": 50.0, "errors_c256": 0, "batch_cmds_per_s": 20_000, "p50_c1": "<= peer"}
 
@@ -152,10 +161,11 @@ def summary(system: str, concurrency: int, runs: list[dict[str, Any]]) -> dict[s
             "rps_runs": [r["rps"] for r in runs], "cmds_per_s": med("cmds_per_s")}
 
 
-def start(cmd: list[str], env: dict[str, str], health: str, what: str) -> subprocess.Popen[bytes]:
+def start(cmd: list[str], env: dict[str, str], health: str, what: str, *,
+          verify: ssl.SSLContext | bool = True) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        wait_healthy(health, 180)
+        wait_healthy(health, 180, verify=verify)
     except SystemExit:
         proc.kill()
         err = proc.stderr.read().decode()[-2000:] if proc.stderr else ""
@@ -163,13 +173,13 @@ def start(cmd: list[str], env: dict[str, str], health: str, what: str) -> subpro
     return proc
 
 
-def open_accounts(url: str, token: str, accounts: list[str]) -> None:
+def open_accounts(url: str, token: str, accounts: list[str], *, verify: ssl.SSLContext | bool = True) -> None:
     owner = f"bench-{uuid.uuid4().hex[:6]}"
     first = [{"registerUser": {"userId": owner, "name": "Bench", "email": f"{owner}@bench.example"}}]
     for i in range(0, len(accounts), 256):
         batch = (first if i == 0 else []) + [
             {"openAccount": {"accountId": a, "ownerId": owner, "currency": "EUR"}} for a in accounts[i:i + 256]]
-        r = httpx.post(url, headers={"authorization": f"Bearer {token}"}, timeout=120, json={
+        r = httpx.post(url, headers={"authorization": f"Bearer {token}"}, timeout=120, verify=verify, json={
             "query": "mutation($c: [CommandInput!]!) { submitCommands(commands: $c) { __typename } }",
             "variables": {"c": batch}})
         kinds = [x["__typename"] for x in r.json()["data"]["submitCommands"]]
@@ -177,8 +187,78 @@ def open_accounts(url: str, token: str, accounts: list[str]) -> None:
             raise SystemExit(f"could not open the benchmark accounts: {r.text[:500]}")
 
 
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def run_tls_cost(settings: Any, tokens: list[str], seconds: int, repeats: int, advance: Any) -> dict[str, Any]:
+    """``deposit`` under plain uvicorn on the benchmark's stack and on the companion (TLS flipped)."""
+    from benchmarks._companion import companion, env_for
+    from eventray.platform.composition import Runtime
+    from eventray.platform.runtime.shards import start_shards, stop_shards
+
+    run = uuid.uuid4().hex[:6]
+    rows: list[dict[str, Any]] = []
+    with companion(settings) as other, tempfile.TemporaryDirectory() as tmpdir:
+        # both on a topic of their own with shards of their own (actors are named by topic): the
+        # app `make demo` deployed keeps its projections and sagas on the default topic, which
+        # would otherwise apply the TLS side's deposits on the same two cores
+        stacks = [s.model_copy(update={"topic": f"bench-gql-tls-{run}-{'on' if s.tls else 'off'}"})
+                  for s in (settings, other)]
+        runtimes = [Runtime.load(s) for s in stacks]
+        for rt in runtimes:
+            start_shards(rt)
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            targets: dict[bool, tuple[str, Path]] = {}
+            for stack in stacks:
+                scheme, port = ("https" if stack.tls else "http"), TLS_PORTS[stack.tls]
+                verify = ssl.create_default_context(cafile=str(stack.tls_dir / "ca.crt")) if stack.tls else True
+                base = f"{scheme}://127.0.0.1:{port}"
+                procs.append(start([sys.executable, "-m", "eventray.serving.plain", "--port", str(port)],
+                                   env_for(stack, https=stack.tls), base,
+                                   f"plain uvicorn with TLS {'on' if stack.tls else 'off'}", verify=verify))
+                ids = [f"bench-tls-{run}-{i}" for i in range(ACCOUNTS)]
+                open_accounts(f"{base}/graphql", tokens[0], ids, verify=verify)
+                targets[stack.tls] = (f"{base}/graphql", script(Path(tmpdir), "deposit", ids, tokens))
+            for url, lua in targets.values():  # warm-up: connections, handshakes, caches
+                point(url, lua, 16, 3)
+            for c in CONCURRENCY:
+                runs: dict[bool, list[dict[str, Any]]] = {tls: [] for tls in targets}
+                for _ in range(repeats):
+                    for tls, (url, lua) in targets.items():
+                        runs[tls].append(point(url, lua, c, seconds))
+                        advance()
+                rows += [{**summary("eventray_plain", c, runs[tls]), "tls": tls} for tls in (True, False)]
+        finally:
+            stop_all(procs)
+            for rt in runtimes:
+                stop_shards(rt)
+    on = {r["concurrency"]: r for r in rows if r["tls"]}
+    off = {r["concurrency"]: r for r in rows if not r["tls"]}
+    return {
+        "rows": rows,
+        "benchmark_stack_tls": settings.tls,
+        "on": "mutual TLS to Kafka and PostgreSQL, HTTPS at the ingress", "off": "plaintext everywhere",
+        "rps_on_over_off": {str(c): round(on[c]["rps"] / off[c]["rps"], 3) if on[c]["rps"] and off[c]["rps"]
+                            else None for c in CONCURRENCY},
+        "p50_ms_added_by_tls": {str(c): round(on[c]["p50_ms"] - off[c]["p50_ms"], 2)
+                                if on[c]["p50_ms"] is not None and off[c]["p50_ms"] is not None else None
+                                for c in CONCURRENCY},
+    }
+
+
 def main() -> None:  # noqa: PLR0915 - the run's script, in order
-    args = parser(__doc__.splitlines()[0]).parse_args()
+    ap = parser(__doc__.splitlines()[0])
+    ap.add_argument("--no-tls-cost", action="store_true",
+                    help="skip the TLS-cost rows (plain uvicorn on a companion stack with TLS the other way)")
+    args = ap.parse_args()
     seconds = 3 if args.quick else 10
     repeats = args.repeats or (2 if args.quick else 3)
 
@@ -250,15 +330,14 @@ def main() -> None:  # noqa: PLR0915 - the run's script, in order
                     batch_runs.append(point(url, batch_lua, BATCH_CONCURRENCY, seconds))
                     bar.advance(task)
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(procs)
         drop_schema(settings.dsn, schema)
     batch = summary("eventray_batch", BATCH_CONCURRENCY, batch_runs)
+    tls_cost = None
+    if not args.no_tls_cost:
+        with Progress() as bar:
+            task = bar.add_task("what TLS costs", total=len(CONCURRENCY) * repeats * 2)
+            tls_cost = run_tls_cost(settings, tokens, seconds, repeats, lambda: bar.advance(task))
 
     def at(system: str, c: int) -> dict[str, Any]:
         return next(r for r in rows if r["system"] == system and r["concurrency"] == c)
@@ -279,6 +358,8 @@ def main() -> None:  # noqa: PLR0915 - the run's script, in order
         "p99_ms_c64": at("eventray", 64)["p99_ms"],
         "errors_c256": at("eventray", 256)["errors"],
         "goals": GOALS,
+        "tls": settings.tls,
+        "tls_cost": tls_cost,
         "url": url,
         "kafka_client": settings.kafka_client,
         "seconds_per_point": seconds,
@@ -291,6 +372,10 @@ def main() -> None:  # noqa: PLR0915 - the run's script, in order
     path = write_results("graphql_commands", result)
     print_table("GraphQL commands (median of runs)", rows + [batch],
                 ["system", "concurrency", "rps", "p50_ms", "p99_ms", "errors", "overloaded"])
+    if tls_cost is not None:
+        print_table("what TLS costs: deposit under plain uvicorn (median of runs)", tls_cost["rows"],
+                    ["tls", "concurrency", "rps", "p50_ms", "p99_ms", "errors", "overloaded"])
+        print(f"requests/s with TLS / without, per concurrency: {tls_cost['rps_on_over_off']}")
     print(f"eventray / peer at each concurrency: {vs_peer}; c=64 vs the read limit "
           f"{result['c64_fraction_of_read_limit']}; submitCommands x{BATCH}: {batch['cmds_per_s']} deposits/s "
           f"-> {path}")

@@ -14,6 +14,11 @@ While eventray's c=256 runs write, the bank's three plain projections run on the
 host (a database of the benchmark's own) and their lag is sampled every 100 ms, in seconds: for
 each sample of the log's end, how long until every projection had applied up to it
 (``lag_p99_s_under_write_load``).
+
+What TLS costs (``tls_cost``; ``--no-tls-cost`` skips it): eventray's load again, with the default
+Kafka client, on a companion Kafka and PostgreSQL that differ from the benchmark's stack only in
+``EVENTRAY_TLS`` (``benchmarks/_companion.py``), in the same run; each concurrency with TLS on and
+off, and their ratio.
 """
 
 from __future__ import annotations
@@ -179,10 +184,42 @@ def run_peer(dsn: str, duration_s: float, repeats: int, progress) -> list[dict[s
     return rows
 
 
+def run_companion(base, duration_s: float, repeats: int, progress) -> list[dict[str, Any]]:
+    """eventray's load on the companion stack (TLS the other way), with the default Kafka client."""
+    from benchmarks._companion import companion
+    from eventray.platform.composition import Runtime
+    from eventray.platform.projections.actor import stop_topic_runners
+
+    with companion(base) as other:
+        rt = Runtime.load(other.model_copy(update={"topic": f"bench-write-tls-{uuid.uuid4().hex[:8]}",
+                                                   "partitions": PARTITIONS}))
+        try:
+            rows = asyncio.run(run_eventray(rt, duration_s, repeats, progress))
+        finally:
+            stop_topic_runners(rt)
+    return [{**r, "tls": other.tls} for r in rows]
+
+
+def tls_cost_section(tls: bool, ours: list[dict[str, Any]], companion_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rows with TLS on and off at each concurrency, and on/off ratios of throughput and p50."""
+    rows = [{**r, "tls": tls} for r in ours] + companion_rows
+    on = {r["concurrency"]: r for r in rows if r["tls"]}
+    off = {r["concurrency"]: r for r in rows if not r["tls"]}
+    return {
+        "rows": sorted(rows, key=lambda r: (r["concurrency"], not r["tls"])),
+        "benchmark_stack_tls": tls,
+        "throughput_on_over_off": {str(c): round(on[c]["cmds_per_s"] / off[c]["cmds_per_s"], 3)
+                                   for c in CONCURRENCY if off[c]["cmds_per_s"]},
+        "p50_ms_added_by_tls": {str(c): round(on[c]["p50_ms"] - off[c]["p50_ms"], 2) for c in CONCURRENCY},
+    }
+
+
 def main() -> None:
     ap = parser(__doc__.splitlines()[0])
     ap.add_argument("--clients", choices=["both", *KAFKA_CLIENTS], default="both",
                     help="the Kafka client(s) of eventray's shard writers, measured one after the other")
+    ap.add_argument("--no-tls-cost", action="store_true",
+                    help="skip the TLS-cost rows (the same load on a companion stack with TLS the other way)")
     args = ap.parse_args()
     duration_s = 3.0 if args.quick else 10.0
     repeats = args.repeats or (3 if args.quick else 5)
@@ -207,7 +244,8 @@ def main() -> None:
                                        "database_url": with_database(base.dsn, db)})
     migrate(settings.dsn)
     clients = list(KAFKA_CLIENTS) if args.clients == "both" else [args.clients]
-    total = (len(clients) + 1) * len(CONCURRENCY) * repeats
+    total = (len(clients) + 1 + (0 if args.no_tls_cost else 1)) * len(CONCURRENCY) * repeats
+    companion_rows: list[dict[str, Any]] = []
     lags: dict[str, dict[str, Any]] = {}
     ours: list[dict[str, Any]] = []
     rt = None
@@ -221,6 +259,8 @@ def main() -> None:
                 lags[client] = {}
                 ours += asyncio.run(run_eventray(rt, duration_s, repeats, step, lags[client]))
                 stop_topic_runners(rt)
+            if not args.no_tls_cost:
+                companion_rows = run_companion(base, duration_s, repeats, step)
             peer = run_peer(settings.dsn, duration_s, repeats, step)
     finally:
         if rt is not None:
@@ -235,6 +275,7 @@ def main() -> None:
     vs_peer = {client: {str(r["concurrency"]): round(r["cmds_per_s"] / peer_at[r["concurrency"]], 2)
                         for r in ours if r["kafka_client"] == client} for client in clients}
     lag = lags.get(settings.kafka_client) or next(iter(lags.values()))
+    tls_cost = tls_cost_section(settings.tls, default, companion_rows) if companion_rows else None
     result = {
         "eventray_cmds_per_s": best_ours,
         "peer_cmds_per_s": best_peer,
@@ -248,6 +289,8 @@ def main() -> None:
         "projection_lag_under_write_load": {**lag, "projections": PLAIN, "concurrency": CONCURRENCY[-1],
                                             "goal_p99_s": 1.0, "by_kafka_client": lags},
         "rows": rows,
+        "tls": settings.tls,
+        "tls_cost": tls_cost,
         "quick": args.quick,
         "duration_s": duration_s,
         "repeats": repeats,
@@ -261,6 +304,10 @@ def main() -> None:
     print(f"eventray / peer at each concurrency: {vs_peer}")
     print(f"eventray {best_ours:,.0f} cmds/s vs eventsourcing {best_peer:,.0f} cmds/s "
           f"= {best_ours / best_peer:.1f}x; results in {path}")
+    if tls_cost is not None:
+        print_table("what TLS costs (the default Kafka client, same run)", tls_cost["rows"],
+                    ["tls", "concurrency", "cmds_per_s", "p50_ms", "p99_ms", "failures"])
+        print(f"throughput with TLS / without, per concurrency: {tls_cost['throughput_on_over_off']}")
     print(f"projection lag at c={CONCURRENCY[-1]}: p50 {lag.get('p50_s', float('nan')):.2f}s "
           f"p99 {lag.get('p99_s', float('nan')):.2f}s over {lag.get('samples', 0)} samples")
 

@@ -2,6 +2,8 @@
 
 The benchmark's baseline, and a quick way to debug the app: ``python -m
 eventray.serving.plain --port 8001``. It talks to the same shard actors and read models.
+With ``EVENTRAY_HTTPS`` on it serves HTTPS only, with the ingress certificate (see
+``ServingSettings.ingress_tls``), as the Serve ingress does.
 """
 
 from __future__ import annotations
@@ -22,9 +24,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--app", default=None, help="the eventray.App (default: EVENTRAY_APP, else the bank)")
     args = parser.parse_args(argv)
-    app = build_app(Runtime.load(effective_settings(), app=args.app), ServingSettings())
+    settings, serving = effective_settings(), ServingSettings()
+    tls = serving.ingress_tls(settings)
+    ssl = {} if tls is None else {"ssl_certfile": str(tls[0]), "ssl_keyfile": str(tls[1])}
+    app = build_app(Runtime.load(settings, app=args.app), serving)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
-                loop="uvloop", http="httptools", ws="websockets", lifespan="on")
+                loop="uvloop", http="httptools", ws="websockets", lifespan="on", **ssl)
 
 
 if __name__ == "__main__":
