@@ -1,4 +1,4 @@
-"""The User aggregate: registration, profile, email and deactivation.
+"""The User aggregate: registration, profile, email, support messages and deactivation.
 
 Decisions documented here so callers and read models can rely on them:
 
@@ -13,6 +13,10 @@ Decisions documented here so callers and read models can rely on them:
   UI submissions then succeed quietly instead of failing.
 * A deactivated user is final: every later command, ``DeactivateUser`` included, raises
   :class:`UserDeactivatedError`; ``RegisterUser`` raises ``AlreadyExists`` (the id is taken).
+* A support message (``SendSupportMessage``) is recorded as ``SupportMessageSent`` and leaves
+  the user's state as it is; its id is ``<user id>/<version>`` (the envelope's), which the
+  command's answer gives. The body must hold a word (two letters or more): the support inbox
+  analyses each message with the text models, which refuse a text without one.
 * Events do not repeat the aggregate id: the event envelope carries it (it is the Kafka key).
 """
 
@@ -39,12 +43,16 @@ __all__ = [
     "Events",
     "InvalidEmail",
     "InvalidName",
+    "InvalidSupportMessage",
     "MAX_BIO_LENGTH",
     "MAX_EMAIL_LENGTH",
     "MAX_NAME_LENGTH",
     "MAX_REASON_LENGTH",
+    "MAX_SUPPORT_MESSAGE_LENGTH",
     "ProfileUpdated",
     "RegisterUser",
+    "SendSupportMessage",
+    "SupportMessageSent",
     "UpdateProfile",
     "UserDeactivated",
     "UserDeactivatedError",
@@ -61,6 +69,8 @@ MAX_EMAIL_LENGTH = 254
 MAX_EMAIL_LOCAL_LENGTH = 64
 MAX_BIO_LENGTH = 1000
 MAX_REASON_LENGTH = 500
+#: the text models' own limit (``Limits.max_text_chars``): every stored message can be analysed
+MAX_SUPPORT_MESSAGE_LENGTH = 2000
 
 # Compiled once: decide runs on the shard's hot path.
 # A pragmatic subset of RFC 5322 addr-spec, ASCII only: dot-atom local part, and a domain of
@@ -85,6 +95,12 @@ class InvalidEmail(InvalidCommand):
     """The email address is not a valid address."""
 
     code = "INVALID_EMAIL"
+
+
+class InvalidSupportMessage(InvalidCommand):
+    """The support message is empty, holds no word, has control characters or is too long."""
+
+    code = "INVALID_SUPPORT_MESSAGE"
 
 
 class UserDeactivatedError(RuleViolation):
@@ -127,7 +143,13 @@ class DeactivateUser(Command, frozen=True, kw_only=True):
     reason: str
 
 
-Commands: TypeAlias = RegisterUser | UpdateProfile | ChangeEmail | DeactivateUser
+class SendSupportMessage(Command, frozen=True, kw_only=True):
+    """Send the bank's support a message (plain text, up to 2,000 characters, line breaks allowed)."""
+
+    body: str
+
+
+Commands: TypeAlias = RegisterUser | UpdateProfile | ChangeEmail | DeactivateUser | SendSupportMessage
 
 
 # --- events --------------------------------------------------------------------------------
@@ -160,8 +182,15 @@ class UserDeactivated(Event, frozen=True, kw_only=True):
     reason: str
 
 
-Events: TypeAlias = UserRegistered | ProfileUpdated | EmailChanged | UserDeactivated
-EVENT_TYPES: tuple[type[Event], ...] = (UserRegistered, ProfileUpdated, EmailChanged, UserDeactivated)
+class SupportMessageSent(Event, frozen=True, kw_only=True):
+    """The user wrote to support; ``body`` is stripped."""
+
+    body: str
+
+
+Events: TypeAlias = UserRegistered | ProfileUpdated | EmailChanged | UserDeactivated | SupportMessageSent
+EVENT_TYPES: tuple[type[Event], ...] = (UserRegistered, ProfileUpdated, EmailChanged, UserDeactivated,
+                                        SupportMessageSent)
 
 
 # --- state ---------------------------------------------------------------------------------
@@ -215,6 +244,14 @@ def _reason(value: str) -> str:
     return text(value, field="reason", max_length=MAX_REASON_LENGTH)
 
 
+def _support_body(value: str) -> str:
+    body = text(value, field="body", max_length=MAX_SUPPORT_MESSAGE_LENGTH, multiline=True,
+                error=InvalidSupportMessage)
+    if sum(ch.isalpha() for ch in body) < 2:
+        raise InvalidSupportMessage("body must hold a word (two letters or more)", field="body")
+    return body
+
+
 # --- decide --------------------------------------------------------------------------------
 
 
@@ -256,11 +293,17 @@ def _deactivate(state: UserState | None, command: DeactivateUser) -> tuple[Event
     return (UserDeactivated(reason=_reason(command.reason)),)
 
 
+def _send_support_message(state: UserState | None, command: SendSupportMessage) -> tuple[Event, ...]:
+    _existing(state, command)
+    return (SupportMessageSent(body=_support_body(command.body)),)
+
+
 _DECIDERS: dict[type[Command], Callable[[UserState | None, Any], tuple[Event, ...]]] = {
     RegisterUser: _register,
     UpdateProfile: _update_profile,
     ChangeEmail: _change_email,
     DeactivateUser: _deactivate,
+    SendSupportMessage: _send_support_message,
 }
 
 
@@ -271,7 +314,7 @@ def decide(state: UserState | None, command: Commands) -> tuple[Event, ...]:
         NotFound: the user does not exist (any command but ``RegisterUser``).
         AlreadyExists: ``RegisterUser`` for an existing user.
         UserDeactivatedError: the user is deactivated.
-        InvalidName, InvalidEmail, InvalidCommand: a field is not valid.
+        InvalidName, InvalidEmail, InvalidSupportMessage, InvalidCommand: a field is not valid.
     """
     decider = _DECIDERS.get(type(command))
     if decider is None:
@@ -298,11 +341,16 @@ def _deactivated(state: UserState, event: UserDeactivated) -> UserState:
     return msgspec.structs.replace(state, status=UserStatus.DEACTIVATED)
 
 
+def _support_message_sent(state: UserState, event: SupportMessageSent) -> UserState:
+    return state  # the inbox is a read model; the user's state does not hold messages
+
+
 _EVOLVERS: dict[type[Event], Callable[[Any, Any], UserState]] = {
     UserRegistered: _registered,
     ProfileUpdated: _profile_updated,
     EmailChanged: _email_changed,
     UserDeactivated: _deactivated,
+    SupportMessageSent: _support_message_sent,
 }
 
 
@@ -323,6 +371,6 @@ USER: AggregateType[UserState] = AggregateType(
     state_type=UserState,
     decide=decide,
     evolve=evolve,
-    commands=(RegisterUser, UpdateProfile, ChangeEmail, DeactivateUser),
+    commands=(RegisterUser, UpdateProfile, ChangeEmail, DeactivateUser, SendSupportMessage),
     events=EVENT_TYPES,
 )

@@ -11,8 +11,10 @@ from eventray.platform.projections import Projection
 from .account_activity import AccountActivity
 from .account_balances import AccountBalances
 from .alerts import Alerts
+from .support_inbox import SupportInbox
 from .user_directory import UserDirectory
 
-__all__ = ["PROJECTIONS", "AccountActivity", "AccountBalances", "Alerts", "UserDirectory"]
+__all__ = ["PROJECTIONS", "AccountActivity", "AccountBalances", "Alerts", "SupportInbox", "UserDirectory"]
 
-PROJECTIONS: dict[str, type[Projection]] = {p.name: p for p in (UserDirectory, AccountBalances, AccountActivity, Alerts)}
+PROJECTIONS: dict[str, type[Projection]] = {
+    p.name: p for p in (UserDirectory, AccountBalances, AccountActivity, Alerts, SupportInbox)}

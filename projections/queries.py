@@ -39,6 +39,8 @@ __all__ = [
     "get_user",
     "owner_totals",
     "search_users",
+    "support_messages",
+    "SupportMessageRow",
     "users_by_ids",
 ]
 
@@ -50,6 +52,7 @@ USERS = "user_directory"
 BALANCES = "account_balances"
 ACTIVITY = "account_activity"
 ALERTS = "alerts"
+INBOX = "support_inbox"
 
 
 class InvalidCursor(InvalidCommand):
@@ -119,6 +122,23 @@ class AlertRow(msgspec.Struct, frozen=True, kw_only=True):
     zscore: float
     reason: str  # "model", "zscore" or "model+zscore"
     model_version: str
+
+
+class SupportMessageRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A support message and what the text models read in it (labels are ``{label, score}``;
+    all empty, with ``analysis_error`` set, when the models refused the text)."""
+
+    message_id: str
+    user_id: str
+    sent_at: dt.datetime
+    body: str
+    topic: dict[str, Any] | None
+    sentiment: dict[str, Any] | None
+    entities: list[dict[str, Any]]
+    keywords: list[dict[str, Any]]
+    summary: list[str]
+    model_versions: dict[str, str]
+    analysis_error: str | None
 
 
 class Page(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
@@ -371,6 +391,29 @@ async def alerts(pool: Any, account_id: str, *, first: int = 20) -> list[AlertRo
                          model_version=r[7]) for r in await cur.fetchall()]
 
     return await read_current(pool, ALERTS, q)
+
+
+async def support_messages(pool: Any, *, user_id: str | None = None, first: int = 20) -> list[SupportMessageRow]:
+    """The newest support messages (at most ``first``), of ``user_id`` only when given."""
+    limit = _limit(first)
+    where, params = (sql.SQL("WHERE user_id = %s "), (user_id, limit)) if user_id is not None else (sql.SQL(""),
+                                                                                                   (limit,))
+
+    async def q(conn: Any, schema: str) -> list[SupportMessageRow]:
+        cur = await conn.execute(
+            sql.SQL("SELECT message_id, user_id, sent_at, body, topic, topic_score, sentiment, sentiment_score, "
+                    "entities, keywords, summary, model_versions, analysis_error FROM {}.support_messages {}"
+                    "ORDER BY sent_at DESC, message_id DESC LIMIT %s").format(sql.Identifier(schema), where),
+            params,
+        )
+        return [SupportMessageRow(
+            message_id=r[0], user_id=r[1], sent_at=r[2], body=r[3],
+            topic=None if r[4] is None else {"label": r[4], "score": r[5]},
+            sentiment=None if r[6] is None else {"label": r[6], "score": r[7]},
+            entities=r[8], keywords=r[9], summary=r[10], model_versions=r[11], analysis_error=r[12],
+        ) for r in await cur.fetchall()]
+
+    return await read_current(pool, INBOX, q)
 
 
 # --- status --------------------------------------------------------------------------------

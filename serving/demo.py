@@ -7,7 +7,8 @@ under them; the count the platform promises (every acknowledged command applied 
 checked against balances and versions read with ``consistent: true``); the events the
 subscription received; a rule violation; a duplicate ``commandId``; three transfers
 (:mod:`eventray.serving.demo_transfers`); one query to each model family
-(:mod:`eventray.serving.demo_models`); then :func:`replay_while_querying`. Every id carries the
+(:mod:`eventray.serving.demo_models`); a support message read back analysed
+(:mod:`eventray.serving.demo_support`); then :func:`replay_while_querying`. Every id carries the
 run's own prefix, so a second run on the same stack reports only itself.
 """
 
@@ -29,6 +30,7 @@ from rich.console import Console
 from eventray.serving.api.principal import mint_token
 from eventray.serving.demo_client import RESULT, EventSubscription, GraphQLClient, GraphQLFailed
 from eventray.serving.demo_models import query_models
+from eventray.serving.demo_support import support_inbox
 from eventray.serving.demo_transfers import TransferAccounts, run_transfers
 from eventray.serving.settings import ServingSettings
 
@@ -172,6 +174,13 @@ async def run_scenario(url: str, serving: ServingSettings, console: Console, *, 
             say("one query to each model family", ok, line)
         except (GraphQLFailed, httpx.HTTPError, KeyError, TypeError) as e:
             say.failed("one query to each model family", e)
+
+        customer = GraphQLClient(url, _token(serving, owners[0], "customer"), http=http)
+        try:
+            ok, line = await support_inbox(customer, teller, owners[0])
+            say("support inbox", ok, line)
+        except (GraphQLFailed, httpx.HTTPError, KeyError, TypeError) as e:
+            say.failed("support inbox", e)
         report.retries += teller.retries
     return report
 

@@ -162,6 +162,20 @@ def sentence_ranks(sentences: list[str]) -> np.ndarray:
     return pagerank(similarity)
 
 
+@dataclass(frozen=True, slots=True)
+class TextAnalysis:
+    """One text's analysis by the text models (``TextAnalyser``); ``error`` (a ``MODEL_INPUT_*``
+    code) when they refused it, and then no labels."""
+
+    topic: dict[str, Any] | None
+    sentiment: dict[str, Any] | None
+    entities: list[dict[str, Any]]
+    keywords: list[dict[str, Any]]
+    summary: list[str]
+    model_versions: dict[str, str]
+    error: str | None = None
+
+
 def summarize(text: str, sentences: int = 2) -> list[str]:
     """The ``sentences`` most central sentences of ``text``, in the order they appear there."""
     if sentences < 1:

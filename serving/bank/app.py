@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import eventray
 from eventray.aggregates import ACCOUNT, USER
-from eventray.projections import AccountActivity, AccountBalances, Alerts, UserDirectory
+from eventray.projections import AccountActivity, AccountBalances, Alerts, SupportInbox, UserDirectory
 from eventray.sagas.transfer_money import TransferMoney
 from eventray.serving.bank.fraud import fraud_services, transfer_policy
 
@@ -12,7 +12,7 @@ app = eventray.App(
     "bank",
     topic="eventray.events",
     aggregates=[USER, ACCOUNT],
-    projections=[UserDirectory, AccountBalances, AccountActivity, Alerts],
+    projections=[UserDirectory, AccountBalances, AccountActivity, Alerts, SupportInbox],
     sagas=[eventray.Saga(TransferMoney, policy=transfer_policy, services=fraud_services)],
     # imported on the GraphQL replicas only: shards and runners never load Ariadne
     graphql="eventray.serving.bank.graphql:extension",

@@ -3,7 +3,7 @@
 * admin: everything.
 * teller: every command but ``DeactivateUser``; reads everything but projections.
 * customer: only their own user (``user id == token subject``) and the accounts they own
-  (``owner_id == subject``): profile and email changes, opening accounts for themselves,
+  (``owner_id == subject``): profile and email changes, support messages, opening accounts for themselves,
   deposits, withdrawals and closing. Freezing is staff work.
 * anonymous (only where the settings allow it, never in production): reads, no commands.
 
@@ -104,7 +104,7 @@ async def staff(principal: Principal, command: Command, context: Any) -> None:
 #: the commands the bank's API exposes, each with who may send it
 RULES: dict[type[Command], Callable[..., Awaitable[None]]] = {
     usr.RegisterUser: own_user, usr.UpdateProfile: own_user, usr.ChangeEmail: own_user,
-    usr.DeactivateUser: admins_only,
+    usr.DeactivateUser: admins_only, usr.SendSupportMessage: own_user,
     acc.OpenAccount: own_new_account, acc.Deposit: own_account, acc.Withdraw: own_account,
     acc.FreezeAccount: staff, acc.UnfreezeAccount: staff, acc.CloseAccount: own_account,
 }

@@ -143,6 +143,22 @@ async def resolve_alerts(_: Any, info: GraphQLResolveInfo, accountId: str, first
              "zscore": r.zscore, "reason": r.reason, "modelVersion": r.model_version} for r in rows]
 
 
+@query.field("supportInbox")
+async def resolve_support_inbox(_: Any, info: GraphQLResolveInfo, userId: str | None = None,
+                                first: int = 20) -> list[dict[str, Any]]:
+    services, principal, c = _ctx(info)
+    if principal.role == "customer":
+        userId = userId or principal.subject
+        policy.require_user(principal, userId)
+    elif principal.role not in ("admin", "teller"):  # private messages: not even dev's anonymous reads
+        raise policy.denied("read the support inbox (staff; a customer reads their own messages)")
+    rows = await c["app"].queries.support_messages(services.pool, user_id=userId, first=_page_size(services, first))
+    return [{"id": r.message_id, "userId": r.user_id, "sentAt": r.sent_at.isoformat(), "body": r.body,
+             "topic": r.topic, "sentiment": r.sentiment, "entities": r.entities, "keywords": r.keywords,
+             "summary": r.summary, "modelVersions": r.model_versions, "analysisError": r.analysis_error}
+            for r in rows]
+
+
 # --- object fields -------------------------------------------------------------------------
 
 

@@ -61,30 +61,44 @@ async def recommend(ml: MLClient, *, userId: str, first: int = 10, strategy: str
     return [{"itemId": i, "score": float(s)} for i, s in zip(out["items"], out["scores"])]
 
 
-def _label(out: dict[str, Any]) -> dict[str, Any]:
-    """The predicted label of a text classifier's answer for its one text, scored by its probability."""
-    probabilities = np.asarray(out["probabilities"][0])
-    return {"label": str(out["label"][0]), "score": float(probabilities.max())}
+def _label(out: dict[str, Any], i: int = 0) -> dict[str, Any]:
+    """The predicted label of a text classifier's answer for its ``i``-th text, scored by its probability."""
+    probabilities = np.asarray(out["probabilities"][i])
+    return {"label": str(out["label"][i]), "score": float(probabilities.max())}
+
+
+async def analyze_texts(ml: MLClient, texts: list[str], *, summary_sentences: int = 2,
+                        version: str | None = None) -> list[dict[str, Any]]:
+    """:func:`analyze_text` of several texts: one request per model for all of them. Each result
+    also names the ``modelVersions`` that answered. A text a model refuses fails the whole call
+    with that model's typed error (its ``index`` detail says which text)."""
+    import asyncio
+
+    from eventray.platform.errors import InvalidModelInput
+    from eventray.platform.ml.text import summarize
+
+    if not 1 <= summary_sentences <= MAX_SUMMARY_SENTENCES:
+        raise InvalidModelInput(f"summarySentences must be in 1..{MAX_SUMMARY_SENTENCES}", field="summarySentences")
+    if not texts:
+        return []
+    sentiment, topic, entities = await asyncio.gather(
+        ml.predict("sentiment", texts, version=version), ml.predict("topics", texts, version=version),
+        ml.predict("entities", texts))
+    # after the models: they refuse an empty or oversized text with the typed errors first
+    summaries = await asyncio.to_thread(lambda: [summarize(t, summary_sentences) for t in texts])
+    versions = {"sentiment": sentiment["version"], "topics": topic["version"], "entities": entities["version"]}
+    return [{"sentiment": _label(sentiment, i), "topic": _label(topic, i), "entities": entities["entities"][i],
+             "keywords": [{"term": t, "weight": w} for t, w in sentiment["keywords"][i]], "summary": summaries[i],
+             "modelVersions": versions} for i in range(len(texts))]
 
 
 async def analyze_text(ml: MLClient, *, text: str, summarySentences: int = 2,
                        version: str | None = None) -> dict[str, Any]:
     """``analyzeText``: sentiment, topic, entities and keywords from the model deployments, and an
     extractive summary (LexRank, :func:`eventray.platform.ml.text.summarize`) computed here."""
-    import asyncio
-
-    from eventray.platform.errors import InvalidModelInput
-    from eventray.platform.ml.text import summarize
-
-    if not 1 <= summarySentences <= MAX_SUMMARY_SENTENCES:
-        raise InvalidModelInput(f"summarySentences must be in 1..{MAX_SUMMARY_SENTENCES}", field="summarySentences")
-    sentiment, topic, entities = await asyncio.gather(
-        ml.predict("sentiment", text, version=version), ml.predict("topics", text, version=version),
-        ml.predict("entities", text))
-    # after the models: they refuse an empty or oversized text with the typed errors first
-    summary = await asyncio.to_thread(summarize, text, summarySentences)
-    return {"sentiment": _label(sentiment), "topic": _label(topic), "entities": entities["entities"][0],
-            "keywords": [{"term": t, "weight": w} for t, w in sentiment["keywords"][0]], "summary": summary}
+    (out,) = await analyze_texts(ml, [text], summary_sentences=summarySentences, version=version)
+    del out["modelVersions"]
+    return out
 
 
 def _decode_base64(image: str) -> bytes:

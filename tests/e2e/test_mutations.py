@@ -107,3 +107,27 @@ def test_concurrent_deposits_and_withdrawals_are_all_applied(api, client_for, ui
     assert all(r["__typename"] == "CommandSuccess" for r in results)
     account = teller.data(f'{{ account(id: "{acct}", consistent: true) {{ balance version }} }}')["account"]
     assert account == {"balance": 10_000, "version": 42}
+
+
+def test_support_messages_are_sent_by_their_user_and_read_by_their_user_or_staff(client_for, uid):
+    teller = client_for(f"teller-{uid}", "teller")
+    user, other = f"s-{uid}", f"s2-{uid}"
+    ok(send(teller, "registerUser", userId=user, name="Sam", email=f"s.{uid}@example.com"))
+    ok(send(teller, "registerUser", userId=other, name="Tom", email=f"t.{uid}@example.com"))
+    customer = client_for(user, "customer")
+    sent = ok(send(customer, "sendSupportMessage", userId=user, body="  My card is blocked.\nPlease help. "))
+    assert sent["version"] == 2
+    assert sent["events"] == [{"type": "SupportMessageSent", "version": 2,
+                               "data": {"type": "SupportMessageSent", "body": "My card is blocked.\nPlease help."}}]
+    assert send(customer, "sendSupportMessage", userId=other, body="hello there")["__typename"] == "ForbiddenError"
+    wordless = send(customer, "sendSupportMessage", userId=user, body="?! 42")
+    assert wordless["__typename"] == "ValidationError" and wordless["field"] == "body"
+    assert wordless["code"] == "INVALID_SUPPORT_MESSAGE"
+    long = send(customer, "sendSupportMessage", userId=user, body="help " * 401)
+    assert long["__typename"] == "ValidationError" and long["code"] == "INVALID_SUPPORT_MESSAGE"
+    # reading: a customer only their own messages (the default), staff anyone's
+    body = customer.run("query($u: ID) { supportInbox(userId: $u) { id } }", {"u": other})
+    assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN" and not body.get("data"), body
+    stranger = client_for(f"nobody-{uid}", "customer")
+    body = stranger.run("query($u: ID) { supportInbox(userId: $u) { id } }", {"u": user})
+    assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN", body

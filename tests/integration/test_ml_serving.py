@@ -1,4 +1,5 @@
-"""ML deployments on a real Ray Serve: batching, typed errors, promotion under load, alerts, autoscaling.
+"""ML deployments on a real Ray Serve: batching, typed errors, promotion under load, alerts, the
+support inbox, autoscaling.
 
 One ML application per test session (fixed at one replica per model, so batch sizes are
 observable), and one separate application for the autoscaling test with the CI settings.
@@ -199,6 +200,86 @@ def _running(app: str, deployment: str) -> int:
     if status is None or deployment not in status.deployments:
         return 0
     return status.deployments[deployment].replica_states.get("RUNNING", 0)
+
+
+async def test_the_support_inbox_is_the_log_analysed_by_the_deployed_models(ml_app, stack_settings):
+    """Messages sent through the shards, applied by the support_inbox runners (text models on
+    Serve): the rows equal the models' own analysis of each body, a body longer than this
+    session's model limit (500 characters, within the command's 2,000) is stored with the models'
+    error, and the read API returns them newest first."""
+    import uuid
+
+    import psycopg
+    from psycopg_pool import AsyncConnectionPool
+
+    from eventray.aggregates.user import RegisterUser, SendSupportMessage
+    from eventray.platform.composition import Runtime
+    from eventray.platform.migrations import migrate
+    from eventray.platform.projections.actor import stop_topic_runners
+    from eventray.platform.projections.cli import status
+    from eventray.platform.projections.replay import replay
+    from eventray.platform.runtime.shards import start_shards, stop_shards
+    from eventray.platform.settings import with_database
+    from eventray.projections import queries
+    from eventray.serving.models import MLClient
+    from eventray.serving.models.resolvers import analyze_texts
+
+    db = f"it_inbox_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(stack_settings.dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{db}"')
+    s = ml_app.model_copy(update={"database_url": with_database(stack_settings.dsn, db),
+                                  "topic": f"it-inbox-{uuid.uuid4().hex[:8]}", "partitions": 2, "shards": 1})
+    migrate(s.dsn)
+    rt = Runtime.load(s)
+    start_shards(rt)
+    try:
+        bus = rt.command_bus()
+        bodies = {"ada": "My card was charged twice at the Lisbon airport on Monday. Please refund me soon.",
+                  "grace": "Thanks to Grace Hopper in your Paris branch, the new account works great!",
+                  "long": "Why was my loan refused? " * 25}  # 625 characters: the models' limit here is 500
+        for user in bodies:
+            assert (await bus.send(RegisterUser(aggregate_id=f"u-{user}", name=user, email=f"{user}@x.example"))).ok
+        sent = {}
+        for user, body in bodies.items():
+            out = await bus.send(SendSupportMessage(aggregate_id=f"u-{user}", body=body))
+            assert out.ok, out
+            sent[f"u-{user}/{out.version}"] = body.strip()
+        assert not (await bus.send(SendSupportMessage(aggregate_id="u-nobody", body="hello there"))).ok
+        await asyncio.to_thread(replay, rt, "support_inbox", timeout_s=240)
+        deadline = time.monotonic() + 120
+        while next(r for r in status(rt) if r["name"] == "support_inbox" and r["current"])["lag"] > 0:
+            assert time.monotonic() < deadline, "support_inbox did not catch up"
+            await asyncio.sleep(0.2)
+        async with AsyncConnectionPool(s.dsn, min_size=1, max_size=2, kwargs={"autocommit": True}) as pool:
+            rows = await queries.support_messages(pool, first=10)
+            ada_only = await queries.support_messages(pool, user_id="u-ada", first=10)
+        assert {r.message_id: r.body for r in rows} == sent
+        assert [r.user_id for r in ada_only] == ["u-ada"]
+        assert [r.sent_at for r in rows] == sorted((r.sent_at for r in rows), reverse=True)
+        by_id = {r.message_id: r for r in rows}
+        refused = next(r for r in rows if r.user_id == "u-long")
+        assert refused.analysis_error == "MODEL_INPUT_TEXT_TOO_LONG" and refused.topic is None and refused.entities == []
+
+        # a fold of the log: each analysed row is what the deployed models say of its body alone
+        client = MLClient.connect(s, models=("sentiment", "topics", "entities"))
+        for message, body in sent.items():
+            if by_id[message].analysis_error is not None:
+                continue
+            (want,) = await analyze_texts(client, [body])
+            got = by_id[message]
+            assert got.topic["label"] == want["topic"]["label"]
+            assert got.topic["score"] == pytest.approx(want["topic"]["score"], abs=1e-5)
+            assert got.sentiment["label"] == want["sentiment"]["label"]
+            assert got.entities == want["entities"] and got.summary == want["summary"]
+            assert got.model_versions == want["modelVersions"]
+        ada = by_id[next(m for m in sent if m.startswith("u-ada/"))]
+        assert ("Lisbon", "GPE") in {(e["text"], e["label"]) for e in ada.entities}
+        assert ada.topic["label"] in ("business", "entertainment", "politics", "sport", "tech")
+    finally:
+        stop_topic_runners(rt)
+        stop_shards(rt)
+        with psycopg.connect(stack_settings.dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
 async def test_autoscaling_1_to_3_and_back(ml_settings, ray_address):

@@ -52,7 +52,7 @@ def test_the_index_is_named_after_the_app_and_fits_a_projection_name() -> None:
 def test_every_app_gets_its_own_index_after_its_projections_unless_it_opts_out() -> None:
     bank = BANK.app
     assert list(bank.projections) == ["user_directory", "account_balances", "account_activity", "alerts",
-                                      "bank_event_index"]
+                                      "support_inbox", "bank_event_index"]
     shop, other = _app("shop").projection("shop_event_index"), _app("other").projection("other_event_index")
     assert shop is not other and issubclass(shop, Projection)
     assert set(shop._handlers) == {Pinged, Ponged} and set(other._handlers) == {Pinged, Ponged}

@@ -25,7 +25,7 @@ from eventray.aggregates.account import (
     UnfreezeAccount,
     Withdraw,
 )
-from eventray.aggregates.user import ChangeEmail, DeactivateUser, RegisterUser, UpdateProfile
+from eventray.aggregates.user import ChangeEmail, DeactivateUser, RegisterUser, SendSupportMessage, UpdateProfile
 from eventray.platform.domain import AggregateType, Command, Event
 from eventray.platform.errors import AppInvalid, InvalidCommand, UnknownCommandType
 from eventray.serving.api.generate import (
@@ -46,7 +46,7 @@ type Mutation { _: Boolean }
 type Ok { v: Int }
 union CommandResult = Ok
 """
-BANK_COMMANDS = (RegisterUser, UpdateProfile, ChangeEmail, DeactivateUser,
+BANK_COMMANDS = (RegisterUser, UpdateProfile, ChangeEmail, DeactivateUser, SendSupportMessage,
                  OpenAccount, Deposit, Withdraw, FreezeAccount, UnfreezeAccount, CloseAccount)
 
 
@@ -363,10 +363,10 @@ def test_id_pattern_is_the_api_id_rule() -> None:
 
 def test_the_bank_gives_one_mutation_per_command() -> None:
     specs = command_specs([USER, ACCOUNT], BANK_COMMANDS)
-    assert list(specs) == ["registerUser", "updateProfile", "changeEmail", "deactivateUser", "openAccount",
-                           "deposit", "withdraw", "freezeAccount", "unfreezeAccount", "closeAccount"]
-    assert {s.id_field for s in list(specs.values())[:4]} == {"userId"}
-    assert {s.id_field for s in list(specs.values())[4:]} == {"accountId"}
+    assert list(specs) == ["registerUser", "updateProfile", "changeEmail", "deactivateUser", "sendSupportMessage",
+                           "openAccount", "deposit", "withdraw", "freezeAccount", "unfreezeAccount", "closeAccount"]
+    assert {s.id_field for s in list(specs.values())[:5]} == {"userId"}
+    assert {s.id_field for s in list(specs.values())[5:]} == {"accountId"}
     assert [f.graphql for f in specs["openAccount"].fields] == ["ownerId", "currency"]
     assert specs["deposit"].fields[0].type_sdl in ("Int!", "Money!")
 

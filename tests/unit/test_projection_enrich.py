@@ -219,3 +219,123 @@ def test_alerts_projection_flags_and_keeps_feature_state_in_the_read_model() -> 
     assert [(a[0], a[2], a[3], a[6]) for a in store.appended] == [("b", "deposit", 900_000, "model")]
     assert store.rows["a"]["n"] == 2 and len(store.rows["a"]["recent"]) == 2
     assert store.rows["b"]["n"] == 2 and store.rows["b"]["last_at"] == 1_700_000_003.0
+
+
+# --- the support inbox -------------------------------------------------------------------------
+
+
+class FakeTextModels:
+    """The sentiment, topics and entities deployments, answering from the texts themselves, no Serve.
+
+    A text holding ``REFUSE`` is refused with ``EmptyText`` (index set), as a deployment refuses a
+    text without a word; ``down`` makes every call fail as an unreachable deployment does."""
+
+    def __init__(self, *, down: bool = False) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self.down = down
+
+    async def predict(self, model: str, payload: Any, *, version: str | None = None) -> dict[str, Any]:
+        from eventray.platform.errors import EmptyText, ServiceUnavailable
+
+        texts = [payload] if isinstance(payload, str) else list(payload)
+        self.calls.append((model, len(texts)))
+        if self.down:
+            raise ServiceUnavailable(f"{model} is not deployed")
+        for i, t in enumerate(texts):
+            if "REFUSE" in t:
+                raise EmptyText(f"text {i} is empty or has no word to classify", field="text", index=i)
+        if model == "entities":
+            return {"entities": [[{"text": w, "label": "PERSON", "start": t.index(w), "end": t.index(w) + len(w)}
+                                  for w in t.split() if w.istitle()] for t in texts], "version": "e1"}
+        unhappy = np.array([float("refund" in t) for t in texts])
+        probabilities = np.stack([unhappy * 0.8 + 0.1, 0.9 - unhappy * 0.8], axis=1)
+        if model == "sentiment":
+            return {"label": np.array(["negative" if u else "positive" for u in unhappy], dtype=object),
+                    "probabilities": probabilities, "keywords": [[(t.split()[0].lower(), 0.5)] for t in texts],
+                    "version": "s1"}
+        return {"label": np.array(["business" if "card" in t else "tech" for t in texts], dtype=object),
+                "probabilities": probabilities, "version": "t1"}
+
+
+def user_records(*bodies: str, start: int = 0, ts: float = 1_700_000_000_000) -> list:
+    from eventray.aggregates.user import SupportMessageSent
+
+    codec = BANK.codec
+    return [(start + i, b"u1", codec.encode(SupportMessageSent(body=body), aggregate_type="User",
+                                            aggregate_id="u1", version=start + i + 2, timestamp=ts + 1000 * i))
+            for i, body in enumerate(bodies)]
+
+
+def inbox_fold(records: list, models: FakeTextModels) -> list[tuple[Any, ...]]:
+    """The reference: each message analysed on its own, straight from the log, no runner."""
+    import asyncio
+    import json
+
+    from eventray.serving.models.resolvers import analyze_texts
+
+    rows = []
+    for record in BANK.codec.decode_many(records, partition=0):
+        (a,) = asyncio.run(analyze_texts(models, [record.event.body]))  # type: ignore[arg-type]
+        rows.append((f"u1/{record.envelope.version}", record.event.body, a["topic"]["label"],
+                     a["sentiment"]["label"], json.dumps(a["entities"]), record.offset))
+    return rows
+
+
+def test_the_support_inbox_is_a_fold_of_the_log_analysed_in_one_request_per_model() -> None:
+    import json
+
+    from eventray.projections import SupportInbox
+    from eventray.serving.models import TextAnalyser
+
+    models = FakeTextModels()
+    store = FakeStore(SupportInbox.tables[0].columns)
+    runner = runner_for(SupportInbox(analyser=TextAnalyser(client=models)), store)  # type: ignore[arg-type]
+    batch = user_records("My card was charged twice. Please refund me, said Ada in London.",
+                         "The new app is great. Thanks Grace!", "Where is my statement? It was due Monday.")
+    assert runner.process(batch)
+    assert sorted(models.calls) == [("entities", 3), ("sentiment", 3), ("topics", 3)]  # a request each, not 9
+    got = [(r[0], r[3], r[4], r[6], json.dumps(json.loads(r[8])), r[14]) for r in store.appended]
+    models.calls.clear()
+    assert got == inbox_fold(batch, models)
+    first = store.appended[0]
+    assert first[1] == "u1" and first[5] == pytest.approx(0.9) and first[12] is None
+    assert json.loads(first[11]) == {"sentiment": "s1", "topics": "t1", "entities": "e1"}
+    assert json.loads(first[10]) == ["My card was charged twice.", "Please refund me, said Ada in London."]
+
+
+def test_a_refused_text_is_stored_with_its_error_and_the_rest_of_its_chunk_is_analysed() -> None:
+    import json
+
+    from eventray.projections import SupportInbox
+    from eventray.serving.models import TextAnalyser
+
+    models = FakeTextModels()
+    store = FakeStore(SupportInbox.tables[0].columns)
+    runner = runner_for(SupportInbox(analyser=TextAnalyser(client=models, chunk=2)), store)  # type: ignore[arg-type]
+    assert runner.process(user_records("Hello Ada, my card is blocked.", "REFUSE this one", "Thanks, all good now."))
+    rows = {r[0]: r for r in store.appended}
+    assert len(rows) == 3 and not store.dead
+    refused = rows["u1/3"]
+    assert refused[12] == "MODEL_INPUT_EMPTY_TEXT" and refused[4] is None and json.loads(refused[8]) == []
+    assert rows["u1/2"][12] is None and rows["u1/2"][4] == "business"
+    assert rows["u1/4"][12] is None and rows["u1/4"][6] == "positive"
+
+
+def test_a_model_that_is_down_fails_the_batch_and_stores_nothing() -> None:
+    from eventray.projections import SupportInbox
+    from eventray.serving.models import TextAnalyser
+
+    store = FakeStore(SupportInbox.tables[0].columns)
+    runner = runner_for(SupportInbox(analyser=TextAnalyser(client=FakeTextModels(down=True))), store)  # type: ignore[arg-type]
+    with pytest.raises(Exception, match="not deployed"):
+        runner.process(user_records("Hello, my card is blocked."))
+    assert store.appended == [] and store.offset == 0 and not store.dead
+
+
+def test_an_inbox_without_an_analyser_says_how_to_build_it() -> None:
+    from eventray.platform.errors import ConfigurationError
+    from eventray.projections import SupportInbox
+
+    store = FakeStore(SupportInbox.tables[0].columns)
+    with pytest.raises(ConfigurationError, match="SupportInbox.build"):
+        runner_for(SupportInbox(), store).process(user_records("Hello, my card is blocked."))

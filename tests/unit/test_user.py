@@ -9,14 +9,18 @@ from eventray.aggregates.user import (
     MAX_EMAIL_LENGTH,
     MAX_NAME_LENGTH,
     MAX_REASON_LENGTH,
+    MAX_SUPPORT_MESSAGE_LENGTH,
     USER,
     ChangeEmail,
     DeactivateUser,
     EmailChanged,
     InvalidEmail,
     InvalidName,
+    InvalidSupportMessage,
     ProfileUpdated,
     RegisterUser,
+    SendSupportMessage,
+    SupportMessageSent,
     UpdateProfile,
     UserDeactivated,
     UserDeactivatedError,
@@ -318,6 +322,41 @@ def test_deactivate_reason_max_length_boundary() -> None:
     scenario(USER).given(REGISTERED).when(DeactivateUser(aggregate_id=ID, reason=reason)).then(
         UserDeactivated(reason=reason)
     )
+
+
+# --- SendSupportMessage ----------------------------------------------------------------------
+
+
+def test_a_support_message_is_recorded_stripped_and_leaves_the_state_alone() -> None:
+    state = (
+        scenario(USER)
+        .given(REGISTERED)
+        .when(SendSupportMessage(aggregate_id=ID, body="  My card was charged twice.\nPlease refund me. "))
+        .then(SupportMessageSent(body="My card was charged twice.\nPlease refund me."))
+    )
+    assert state == UserState(name="Ada Lovelace", email="ada@example.com")
+
+
+def test_a_support_message_needs_a_registered_active_user() -> None:
+    scenario(USER).when(SendSupportMessage(aggregate_id=ID, body="hello there")).raises(NotFound)
+    scenario(USER).given(REGISTERED, DEACTIVATED).when(
+        SendSupportMessage(aggregate_id=ID, body="hello there")).raises(UserDeactivatedError)
+
+
+@pytest.mark.parametrize("body", ["", "  \n ", "42 !", "x" * (MAX_SUPPORT_MESSAGE_LENGTH + 1), "help\x00me",
+                                  "help \u202e me"])
+def test_an_unusable_support_message_is_refused(body: str) -> None:
+    err = scenario(USER).given(REGISTERED).when(SendSupportMessage(aggregate_id=ID, body=body)).raises(
+        InvalidSupportMessage)
+    assert err.details["field"] == "body"  # type: ignore[attr-defined]
+    assert err.code == "INVALID_SUPPORT_MESSAGE"
+
+
+def test_the_support_message_length_boundary() -> None:
+    body = "ab " * (MAX_SUPPORT_MESSAGE_LENGTH // 3) + "ab"[: MAX_SUPPORT_MESSAGE_LENGTH % 3]
+    assert len(body.strip()) <= MAX_SUPPORT_MESSAGE_LENGTH
+    scenario(USER).given(REGISTERED).when(SendSupportMessage(aggregate_id=ID, body=body)).then(
+        SupportMessageSent(body=body.strip()))
 
 
 # --- evolve ----------------------------------------------------------------------------------
