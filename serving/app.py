@@ -164,7 +164,7 @@ def build_app(rt: Any, serving: ServingSettings, *, behind_serve_proxy: bool = F
     app = OperationMetrics(app)
     app = GZipMiddleware(app, minimum_size=serving.gzip_min_size, exclude_paths=console.unbuffered)
     app = CORSMiddleware(app, origins=serving.cors_origins)
-    app = SecurityHeadersMiddleware(app, hsts=serving.profile == "production", path_csp=console.csp)
+    app = SecurityHeadersMiddleware(app, hsts=serving.hsts, path_csp=console.csp)
     app = RequestIdMiddleware(app, echo=not behind_serve_proxy)
     app = MetricsMiddleware(app, metrics=metrics)
     return app

@@ -244,6 +244,11 @@ class ServingSettings(BaseSettings):
                 "EVENTRAY_HTTPS_CERT_FILE and EVENTRAY_HTTPS_KEY_FILE")
 
     @property
+    def hsts(self) -> bool:
+        """Whether answers carry HSTS: in production only (a browser would remember it for localhost)."""
+        return self.profile == "production"
+
+    @property
     def base_url(self) -> str:
         """Where the app answers through Serve's proxy (https when ``https``), without a trailing slash."""
         scheme = "https" if self.https else "http"

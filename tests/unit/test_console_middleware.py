@@ -375,3 +375,15 @@ async def test_the_graphql_explorer_keeps_its_own_policy_beside_the_console() ->
     [explorer] = (await call(app, "/graphql")).all("content-security-policy")
     assert "https://unpkg.com" in explorer
     assert (await call(app, "/console/events", root_path="/bank")).all("content-security-policy") == [CSP]
+
+
+async def test_hsts_only_when_asked_and_the_app_asks_in_production_only() -> None:
+    from eventray.serving.settings import ServingSettings
+
+    on = await call(SecurityHeadersMiddleware(Inner(content_type="application/json"), hsts=True), "/graphql")
+    assert on.header("strict-transport-security") == "max-age=63072000; includeSubDomains"
+    off = await call(SecurityHeadersMiddleware(Inner(content_type="application/json")), "/graphql")
+    assert not off.all("strict-transport-security")
+    # build_app passes ServingSettings.hsts: dev sends none (a browser would remember it for localhost)
+    assert ServingSettings(profile="production", jwks_url="https://auth.example/jwks.json").hsts is True
+    assert ServingSettings(profile="dev").hsts is False

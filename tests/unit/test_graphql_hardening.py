@@ -268,3 +268,14 @@ def test_consistent_reads_and_unlisted_fields_get_no_etag(h: Harness) -> None:
     assert "etag" not in h.request("GET", params={"query": "{ unlisted }"}).headers
     assert "etag" not in h.post('{ account(id: "a") { balance } }').headers  # a plain POST is not cached
     assert "etag" in h.post('{ account(id: "a") { balance } }', extensions=_apq('{ account(id: "a") { balance } }')).headers
+
+
+def test_a_batch_of_operations_is_refused_and_none_of_them_runs(h: Harness) -> None:
+    r = h.request("POST", json_body=[{"query": "{ me }"}, {"query": "{ me }"}])
+    assert r.status_code == 400 and "errors" in r.json() and h.calls == []
+
+
+def test_circular_fragments_are_refused_before_any_resolver(h: Harness) -> None:
+    r = h.post("{ ...A } fragment A on Query { me ...B } fragment B on Query { me ...A }")
+    assert r.status_code == 400 and h.calls == []
+    assert any("Cannot spread fragment" in e["message"] for e in r.json()["errors"]), r.json()

@@ -207,3 +207,11 @@ def test_the_ingress_certificate_is_the_dev_ca_leaf_unless_both_files_are_given(
         ServingSettings(https=True, https_cert_file=cert, https_key_file=tmp_path / "none.key").ingress_tls(settings)
     own = ServingSettings(https=True, https_cert_file=cert, https_key_file=key)
     assert own.ingress_tls(settings) == (cert, key)
+
+
+def test_an_unsigned_token_is_refused_whatever_it_claims() -> None:
+    verifier = TokenVerifier(ServingSettings(profile="dev"))
+    forged = jwt.encode({"sub": "mallory", "role": "admin", "aud": "eventray", "exp": int(time.time()) + 600},
+                        key=None, algorithm="none")
+    with pytest.raises(InvalidToken, match="algorithm 'none' is not accepted"):
+        verifier.verify(forged)
