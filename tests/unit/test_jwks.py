@@ -215,3 +215,13 @@ def test_an_unsigned_token_is_refused_whatever_it_claims() -> None:
                         key=None, algorithm="none")
     with pytest.raises(InvalidToken, match="algorithm 'none' is not accepted"):
         verifier.verify(forged)
+
+
+def test_production_accepts_only_known_persisted_queries_once_a_list_is_given(tmp_path) -> None:
+    known = tmp_path / "persisted.json"
+    known.write_text("{}")
+    prod = {"profile": "production", "jwks_url": "https://auth.example/jwks.json"}
+    assert ServingSettings(**prod, persisted_queries_file=known).only_persisted_queries is True
+    assert ServingSettings(**prod).only_persisted_queries is False  # no list: nothing to allow
+    assert ServingSettings(profile="dev", persisted_queries_file=known).only_persisted_queries is False
+    assert ServingSettings(**prod, persisted_queries_file=known, persisted_queries_only=False).only_persisted_queries is False
