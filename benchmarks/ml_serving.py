@@ -11,6 +11,15 @@ Per model, in one run:
     vs ``{ __typename }`` on the same app (the GraphQL path with no model call);
   * autoscaling: seconds to go 1 -> 3 replicas under load and back, with the CI settings.
 
+And per family added since (``families``: topics, recommend_hybrid, entities, faces, objects, ocr;
+the pretrained ones imported from their wheels as ``eventray models import`` does):
+  * batched vs unbatched: one item per request at c=16 (the replica's ``@serve.batch`` joins
+    them; ``median_batch_requests`` shows it did) against c=1 (every batch holds one request);
+  * p50 of one request alone (c=1);
+  * bulk through the handle (64 texts per request for the text families, one image or user per
+    request at c=8 for the others) against the same requests run in-process on the family
+    (``load_registered``, one thread, as a replica gets), ``ratio_bulk_to_direct``; goal >= 0.5.
+
 Run: ``python -m benchmarks.ml_serving [--quick]``; writes benchmarks/results/ml_serving.json.
 """
 
@@ -33,6 +42,14 @@ from benchmarks._common import median, parser, print_table, write_results
 
 APP = f"eventray-ml-bench-{os.getpid()}"
 BULK_ROWS = 256
+#: the first four families, with the classic rows (sklearn peer, GraphQL points)
+CLASSIC = ("anomaly", "sentiment", "digits", "recommend")
+#: the families with the batched/unbatched/direct rows
+FAMILIES = ("topics", "recommend_hybrid", "entities", "faces", "objects", "ocr")
+TEXTS_PER_BULK_REQUEST = 64
+FAMILIES_GOAL_BULK_TO_DIRECT = 0.5
+#: CPUs each of the benchmark's replicas reserves (see main_async)
+BENCH_REPLICA_CPUS = 0.02
 
 
 class Noop:
@@ -62,6 +79,108 @@ def _payloads(trained: dict[str, Any]) -> dict[str, dict[str, Any]]:
                       "single": [(users[int(u)], 10) for u in rng.integers(0, len(users), 512)],
                       "sk_single": lambda i: _sk_recommend(trained["recommend"], i % len(users))},
     }
+
+
+def _images() -> list[bytes]:
+    """PNGs of scikit-image's bundled astronaut (a face) and coffee (none), and a receipt line
+    rendered here with Pillow (text to read)."""
+    import io
+
+    from PIL import Image, ImageDraw, ImageFont
+    from skimage import data
+
+    out = []
+    for arr in (data.astronaut(), data.coffee()):
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, "PNG")
+        out.append(buf.getvalue())
+    receipt = Image.new("RGB", (420, 90), "white")
+    ImageDraw.Draw(receipt).text((20, 20), "TRANSFER4097", fill="black", font=ImageFont.load_default(size=40))
+    buf = io.BytesIO()
+    receipt.save(buf, "PNG")
+    out.append(buf.getvalue())
+    return out
+
+
+def _family_payloads(trained: dict[str, Any]) -> dict[str, dict[str, list[Any]]]:
+    """Per new family: ``single`` (one item per request) and ``bulk`` (the bulk requests)."""
+    texts = [t[:1500] for t in trained["topics"].heldout]  # BBC articles, within the 2,000-character limit
+    sentences = [t.split(". ")[0][:500] for t in texts]
+    users = trained["recommend_hybrid"].extra["users"]
+    rng = np.random.default_rng(0)
+    hybrid = [(users[int(u)], 10, s) for u, s in zip(rng.integers(0, len(users), 256),
+                                                     ["HYBRID", "CONTENT", "COLLABORATIVE"] * 86)]
+    images = _images()
+    k = TEXTS_PER_BULK_REQUEST
+    return {
+        "topics": {"single": texts[:256], "bulk": [(texts * 2)[i:i + k] for i in range(0, 8 * k, k)]},
+        "recommend_hybrid": {"single": hybrid, "bulk": hybrid},
+        "entities": {"single": sentences[:256], "bulk": [(sentences * 2)[i:i + k] for i in range(0, 8 * k, k)]},
+        "faces": {"single": images, "bulk": images},
+        "objects": {"single": images, "bulk": images},
+        "ocr": {"single": images, "bulk": images},
+    }
+
+
+async def _rate_with_latency(call, payloads: list[Any], concurrency: int, seconds: float) -> tuple[float, float]:
+    """(requests/s, p50 ms) of ``call`` over ``payloads`` in turn at ``concurrency``."""
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def worker(k: int) -> None:
+        i = k
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            await call(payloads[i % len(payloads)])
+            latencies.append(time.perf_counter() - t0)
+            i += concurrency
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(k) for k in range(concurrency)))
+    return len(latencies) / (time.perf_counter() - start), median(latencies) * 1000
+
+
+def _direct_rate(family: Any, requests: list[Any], seconds: float) -> float:
+    """Items/s of the family run in-process, one request at a time (validate, then run)."""
+    items, start, i = 0, time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        item = family.validate(requests[i % len(requests)])
+        family.run([item])
+        items += family.rows(item)
+        i += 1
+    return items / (time.perf_counter() - start)
+
+
+async def _family_rows(client: Any, registry: Any, payloads: dict[str, dict[str, list[Any]]], seconds: float,
+                       repeats: int) -> list[dict[str, Any]]:
+    from eventray.platform.ml.served import load_registered
+
+    rows = []
+    for name in FAMILIES:
+        p = payloads[name]
+
+        async def call(x: Any, _name: str = name) -> Any:
+            return await client.predict(_name, x)
+
+        texts = isinstance(p["bulk"][0], list)
+        per_bulk = len(p["bulk"][0]) if texts else 1
+        await _rate(call, p["single"], 16, 1.0)  # warm: load the session, fill caches
+        c1 = [await _rate_with_latency(call, p["single"], 1, seconds) for _ in range(repeats)]
+        c16 = [await _rate_with_latency(call, p["single"], 16, seconds) for _ in range(repeats)]
+        bulk = median([await _rate(call, p["bulk"], 8, seconds, per_bulk) for _ in range(repeats)])
+        family = load_registered(registry, registry.record(name), threads=1)
+        direct = median([_direct_rate(family, p["bulk"], seconds) for _ in range(repeats)])
+        stats = await client.stats(name)
+        rows.append({
+            "name": name, "items_per_bulk_request": per_bulk,
+            "unbatched_items_per_s_c1": median([r for r, _ in c1]),
+            "batched_items_per_s_c16": median([r for r, _ in c16]),
+            "p50_ms_one_request": median([m for _, m in c1]),
+            "p50_ms_c16": median([m for _, m in c16]),
+            "bulk_items_per_s": bulk, "direct_items_per_s": direct, "ratio_bulk_to_direct": bulk / direct,
+            "median_batch_requests": median([k for k, v in stats["batch_sizes"].items() for _ in range(v)]),
+        })
+    return rows
 
 
 def _sk_recommend(t: Any, u: int) -> np.ndarray:
@@ -258,6 +377,7 @@ async def main_async(quick: bool, repeats: int) -> dict[str, Any]:
     from eventray.platform import devstack
     from eventray.platform.composition import Runtime
     from eventray.platform.ml.families import load_family
+    from eventray.platform.ml.pretrained import import_pretrained
     from eventray.platform.ml.registry import Registry
     from eventray.platform.ml.training import MODEL_NAMES, train, write_models
     from eventray.serving.models import MLClient, deploy
@@ -268,9 +388,18 @@ async def main_async(quick: bool, repeats: int) -> dict[str, Any]:
     model_dir = Path(tempfile.mkdtemp(prefix="eventray-bench-models-"))
     trained = {n: train(n) for n in MODEL_NAMES}
     write_models(model_dir, list(trained.values()), version="1", seed=0)
-    settings = base.model_copy(update={"model_dir": model_dir, "ml_app_name": APP,
-                                       "ml_min_replicas": 1, "ml_max_replicas": 1})
+    import_pretrained(model_dir)  # faces, objects, ocr, entities, from their wheels
+    # replicas reserve BENCH_REPLICA_CPUS each (a scheduling share, not a limit: every replica runs
+    # one onnxruntime thread) so the benchmark's 11 deployments and the no-op fit beside the app
+    # `make demo` left running, whose replicas hold the default 0.1 each
+    settings = base.model_copy(update={"model_dir": model_dir, "ml_app_name": APP, "ml_replica_num_cpus":
+                                       BENCH_REPLICA_CPUS, "ml_min_replicas": 1, "ml_max_replicas": 1})
     ray.init(address=base.ray_address, namespace="eventray", logging_level="ERROR", log_to_driver=False)
+    needed = (len(Registry(model_dir).names()) + 2) * BENCH_REPLICA_CPUS  # the models, the index, the no-op
+    if ray.available_resources().get("CPU", 0.0) < needed:
+        raise SystemExit(f"the benchmark's model replicas need {needed:.2f} free CPUs on the Ray cluster and "
+                         f"{ray.available_resources().get('CPU', 0.0):.2f} are free: remove other Serve "
+                         "applications (serve status) or run it on a fresh stack")
     deploy(settings)
     noop = serve.deployment(Noop).options(
         name="noop", ray_actor_options={"num_cpus": settings.ml_replica_num_cpus},
@@ -281,12 +410,13 @@ async def main_async(quick: bool, repeats: int) -> dict[str, Any]:
     registry = Registry(model_dir)
     payloads = _payloads(trained)
     rows = []
+    family_rows: list[dict[str, Any]] = []
     try:
         noop_single = [np.zeros((1, 4), dtype=np.float32)]
         await _rate(noop_handle.remote, noop_single, 64, 1.0)  # warm
         noop_c64 = median([await _rate(noop_handle.remote, noop_single, 64, seconds) for _ in range(repeats)])
         noop_c1 = median([await _rate(noop_handle.remote, noop_single, 1, seconds / 2) for _ in range(repeats)])
-        for name in MODEL_NAMES:
+        for name in CLASSIC:
             p = payloads[name]
 
             async def call(x, _name=name):
@@ -313,10 +443,11 @@ async def main_async(quick: bool, repeats: int) -> dict[str, Any]:
             stats = await client.stats(name)
             row["median_batch_requests"] = median([k for k, v in stats["batch_sizes"].items() for _ in range(v)])
             rows.append(row)
+        family_rows = await _family_rows(client, registry, _family_payloads(trained), seconds, repeats)
     finally:
         serve.delete(APP)
         serve.delete(f"{APP}-noop")
-    gql = await _graphql_points(Runtime.load(settings), payloads, MODEL_NAMES, seconds, repeats)
+    gql = await _graphql_points(Runtime.load(settings), payloads, CLASSIC, seconds, repeats)
     for row in rows:
         g = gql[row["name"]]
         row["graphql_req_per_s_c1"] = g["c1"]
@@ -330,7 +461,8 @@ async def main_async(quick: bool, repeats: int) -> dict[str, Any]:
         up, down = await _autoscale(settings)
         ups.append(up)
         downs.append(down)
-    return {"models": rows, "autoscale_up_s": median(ups), "autoscale_down_s": median(downs),
+    return {"models": rows, "families": family_rows,
+            "families_goal_ratio_bulk_to_direct": FAMILIES_GOAL_BULK_TO_DIRECT, "autoscale_up_s": median(ups), "autoscale_down_s": median(downs),
             "autoscale_runs": {"up_s": ups, "down_s": downs},
             "settings": {"bulk_rows": BULK_ROWS, "seconds_per_point": seconds, "repeats": repeats,
                          "replica_num_cpus": settings.ml_replica_num_cpus,
@@ -354,6 +486,9 @@ def main() -> None:
     print_table("ML over GraphQL/HTTP (median req/s)", data["models"],
                 ["name", "graphql_req_per_s_c1", "graphql_req_per_s_c64", "graphql_noop_req_per_s_c64",
                  "ratio_graphql_to_graphql_noop", "graphql_p50_ms_c64", "graphql_errors"])
+    print_table("the newer families (median)", data["families"],
+                ["name", "unbatched_items_per_s_c1", "batched_items_per_s_c16", "median_batch_requests",
+                 "p50_ms_one_request", "bulk_items_per_s", "direct_items_per_s", "ratio_bulk_to_direct"])
     print(f"autoscale up {data['autoscale_up_s']:.1f}s, down {data['autoscale_down_s']:.1f}s; wrote {path}")
 
 
