@@ -25,9 +25,11 @@ def saga_topic(rt: Any, saga_settings: SagaSettings) -> str:
     return rt.topic + saga_settings.topic_suffix
 
 
-def transactional_id(rt: Any, saga_settings: SagaSettings, index: int) -> str:
-    """One transactional id per saga-topic partition: a new coordinator incarnation fences the old."""
-    return f"eventray-saga:{saga_topic(rt, saga_settings)}:{index}"
+def transactional_id(rt: Any, saga_settings: SagaSettings, saga: str, index: int) -> str:
+    """One transactional id per saga and saga-topic partition: a new coordinator incarnation fences
+    the old one of its saga, never another saga's coordinator of the same partition (the sagas of
+    an app share the saga topic)."""
+    return f"eventray-saga:{saga_topic(rt, saga_settings)}:{saga}:{index}"
 
 
 def group_id(rt: Any, saga: str, index: int) -> str:
@@ -87,7 +89,7 @@ def build_coordinator(rt: Any, saga_settings: SagaSettings, saga: str, index: in
         event_topic=rt.topic, saga_topic=topic,
         make_writer=lambda: TransactionalWriter(
             bootstrap=settings.kafka_address, topic=topic, partition=index,
-            transactional_id=transactional_id(rt, saga_settings, index),
+            transactional_id=transactional_id(rt, saga_settings, saga, index),
             transaction_timeout_ms=settings.transaction_timeout_ms, commit_timeout_s=15.0,
             client_id=f"eventray-saga-{index}", tls=settings.tls_files()),
         make_consumer=lambda: EventConsumer(bootstrap=settings.kafka_address, topic=rt.topic,

@@ -5,7 +5,8 @@ there (:func:`owner_of`). It reads every partition of the event topic (read_comm
 the events its sagas react to. Each turn of its loop:
 
 1. polls the event topic and takes the queued signals (start requests, refused commands,
-   scorer answers, deadlines);
+   scorer answers, deadlines); an event the definition's ``start_request`` maps to a request
+   starts that saga, unless it exists;
 2. runs the pure definition on each signal, in memory;
 3. writes one saga record per transition to its saga-topic partition, and the consumed
    event-topic offsets (``send_offsets_to_transaction`` with the consumer's group metadata),
@@ -315,7 +316,21 @@ class SagaCoordinatorService(InstanceQueries, EffectRunner):
             pending[saga_id] = p
             order.append(p)
 
-        # 1. log events, in log order per partition
+        def start_from_event(request: Any, trigger: str) -> None:
+            saga_id = definition.saga_id(request)
+            if owner_of(saga_id, self.coordinators) != self.index or saga_id in pending or saga_id in self.instances:
+                return  # another coordinator's, or started already (the event read again)
+            try:
+                decision = definition.start(request, now)
+            except InvalidCommand as exc:
+                log.warning("saga %s: the event at %s does not start saga %s: %s", definition.name, trigger, saga_id,
+                            exc)
+                return
+            p = Pending(saga_id, decision.state, 1, decision.why, trigger, decision.effects)
+            pending[saga_id] = p
+            order.append(p)
+
+        # 1. log events, in log order per partition (an event may start a saga: start_request)
         for partition, records in (polled or {}).items():
             if not records:
                 continue
@@ -326,6 +341,12 @@ class SagaCoordinatorService(InstanceQueries, EffectRunner):
             for rec in self._decode_events(wanted, partition):
                 event = getattr(rec, "event", None)
                 if event is None:
+                    continue
+                envelope = rec.envelope
+                request = definition.start_request(envelope.aggregate_id, event,
+                                                   correlation_id=envelope.correlation_id, subject=envelope.subject)
+                if request is not None:
+                    start_from_event(request, f"{partition}:{rec.offset}")
                     continue
                 saga_id = definition.correlate_record(rec.envelope.aggregate_id, event)
                 if saga_id is None or owner_of(saga_id, self.coordinators) != self.index:

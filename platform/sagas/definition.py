@@ -152,6 +152,18 @@ class SagaDefinition(Generic[S]):
         """The id of the saga ``event`` belongs to, or ``None``."""
         raise NotImplementedError
 
+    def start_request(self, aggregate_id: str, event: Event, *, correlation_id: str | None = None,
+                      subject: str | None = None) -> Any | None:
+        """The start request that a committed event of ``aggregate_id`` implies, or ``None`` (the
+        default: the saga starts only by request).
+
+        The coordinator starts the saga ``saga_id(request)`` when no instance of it exists, in
+        the transaction that consumes the event, so an event starts its saga exactly once.
+        The event's type must be in ``event_types``. ``correlation_id`` and ``subject`` are the
+        event's (its envelope's). A request ``start`` refuses is logged and skipped.
+        """
+        return None
+
     def correlate_record(self, aggregate_id: str, event: Event) -> str | None:
         """The id of the saga the event of ``aggregate_id`` belongs to; by default :meth:`correlate`.
 
