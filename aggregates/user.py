@@ -1,4 +1,4 @@
-"""The User aggregate: registration, profile, email, support messages and deactivation.
+"""The User aggregate: registration, profile, email, support, identity verification, deactivation.
 
 Decisions documented here so callers and read models can rely on them:
 
@@ -17,12 +17,29 @@ Decisions documented here so callers and read models can rely on them:
   the user's state as it is; its id is ``<user id>/<version>`` (the envelope's), which the
   command's answer gives. The body must hold a word (two letters or more): the support inbox
   analyses each message with the text models, which refuse a text without one.
+* Identity verification (KYC): ``SubmitIdentityDocument`` records the document itself, as
+  bytes, in ``IdentityDocumentSubmitted`` (with the user's current name, for the KYC saga to
+  match, and the document's SHA-256): at most :data:`MAX_IDENTITY_DOCUMENT_BYTES` (256 KiB)
+  decoded, so the event stays well under Kafka's 1 MiB message size with room for the envelope.
+  The API sends it base64 (standard alphabet, padded; surrounding whitespace is ignored). An
+  empty, non-base64 or too large document raises :class:`InvalidIdentityDocument` or
+  :class:`IdentityDocumentTooLarge`. Each submission gets the next number (``submission``, 1,
+  2, ...). While one is being verified (``PENDING``) another is refused
+  (:class:`VerificationPending`); a verified user cannot submit again
+  (:class:`IdentityAlreadyVerified`); after a rejection the user may submit again. The KYC
+  saga ends each submission with ``RecordIdentityVerified`` or ``RejectIdentityVerification``
+  (no mutation: saga steps only); either for a submission that is not the pending one is a
+  no-op, so a retried step never records twice. The KYC status check comes right after the
+  lifecycle check, before the document's own checks.
 * Events do not repeat the aggregate id: the event envelope carries it (it is the Kafka key).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
+import hashlib
 import re
 from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, TypeAlias
@@ -41,17 +58,28 @@ __all__ = [
     "DeactivateUser",
     "EmailChanged",
     "Events",
+    "IdentityAlreadyVerified",
+    "IdentityDocumentSubmitted",
+    "IdentityDocumentTooLarge",
+    "IdentityVerified",
+    "InvalidIdentityDocument",
     "InvalidEmail",
     "InvalidName",
     "InvalidSupportMessage",
+    "KycStatus",
     "MAX_BIO_LENGTH",
     "MAX_EMAIL_LENGTH",
+    "MAX_IDENTITY_DOCUMENT_BYTES",
     "MAX_NAME_LENGTH",
     "MAX_REASON_LENGTH",
     "MAX_SUPPORT_MESSAGE_LENGTH",
     "ProfileUpdated",
+    "REJECTION_REASONS",
+    "RecordIdentityVerified",
     "RegisterUser",
+    "RejectIdentityVerification",
     "SendSupportMessage",
+    "SubmitIdentityDocument",
     "SupportMessageSent",
     "UpdateProfile",
     "UserDeactivated",
@@ -59,6 +87,8 @@ __all__ = [
     "UserRegistered",
     "UserState",
     "UserStatus",
+    "VerificationPending",
+    "VerificationRejected",
     "decide",
     "evolve",
 ]
@@ -71,6 +101,12 @@ MAX_BIO_LENGTH = 1000
 MAX_REASON_LENGTH = 500
 #: the text models' own limit (``Limits.max_text_chars``): every stored message can be analysed
 MAX_SUPPORT_MESSAGE_LENGTH = 2000
+#: the largest identity document, decoded: well under Kafka's default 1 MiB message size
+MAX_IDENTITY_DOCUMENT_BYTES = 256 * 1024
+#: its base64 length (4 characters per 3 bytes, padded)
+_MAX_IDENTITY_DOCUMENT_BASE64 = 4 * ((MAX_IDENTITY_DOCUMENT_BYTES + 2) // 3)
+#: why a verification can be rejected (``VerificationRejected.reason``)
+REJECTION_REASONS = frozenset({"no_face", "name_mismatch", "unreadable", "timed_out"})
 
 # Compiled once: decide runs on the shard's hot path.
 # A pragmatic subset of RFC 5322 addr-spec, ASCII only: dot-atom local part, and a domain of
@@ -101,6 +137,30 @@ class InvalidSupportMessage(InvalidCommand):
     """The support message is empty, holds no word, has control characters or is too long."""
 
     code = "INVALID_SUPPORT_MESSAGE"
+
+
+class InvalidIdentityDocument(InvalidCommand):
+    """The identity document is empty or not base64."""
+
+    code = "INVALID_IDENTITY_DOCUMENT"
+
+
+class IdentityDocumentTooLarge(InvalidIdentityDocument):
+    """The identity document is larger than 256 KiB (decoded)."""
+
+    code = "IDENTITY_DOCUMENT_TOO_LARGE"
+
+
+class VerificationPending(RuleViolation):
+    """A document of the user is being verified; wait for its outcome before sending another."""
+
+    code = "VERIFICATION_PENDING"
+
+
+class IdentityAlreadyVerified(RuleViolation):
+    """The user's identity is verified already."""
+
+    code = "IDENTITY_ALREADY_VERIFIED"
 
 
 class UserDeactivatedError(RuleViolation):
@@ -149,7 +209,30 @@ class SendSupportMessage(Command, frozen=True, kw_only=True):
     body: str
 
 
-Commands: TypeAlias = RegisterUser | UpdateProfile | ChangeEmail | DeactivateUser | SendSupportMessage
+class SubmitIdentityDocument(Command, frozen=True, kw_only=True):
+    """Submit an identity document (a photo or scan with the holder's face and name) for verification."""
+
+    image_base64: Annotated[str, msgspec.Meta(
+        description="The image (PNG, JPEG, ...), base64, at most 256 KiB decoded.")]
+
+
+class RecordIdentityVerified(Command, frozen=True, kw_only=True):
+    """The KYC saga verified ``submission``: record it (a saga step, no mutation)."""
+
+    submission: int
+    matched_name: str
+
+
+class RejectIdentityVerification(Command, frozen=True, kw_only=True):
+    """The KYC saga rejected ``submission`` for ``reason`` (one of ``REJECTION_REASONS``)."""
+
+    submission: int
+    reason: str
+    detail: str = ""
+
+
+Commands: TypeAlias = (RegisterUser | UpdateProfile | ChangeEmail | DeactivateUser | SendSupportMessage
+                       | SubmitIdentityDocument | RecordIdentityVerified | RejectIdentityVerification)
 
 
 # --- events --------------------------------------------------------------------------------
@@ -188,9 +271,39 @@ class SupportMessageSent(Event, frozen=True, kw_only=True):
     body: str
 
 
-Events: TypeAlias = UserRegistered | ProfileUpdated | EmailChanged | UserDeactivated | SupportMessageSent
+class IdentityDocumentSubmitted(Event, frozen=True, kw_only=True):
+    """The user submitted identity document number ``submission``; it awaits verification.
+
+    ``name`` is the user's name when it was submitted (what the document must show),
+    ``image`` the document's bytes and ``sha256`` their hex digest.
+    """
+
+    submission: int
+    name: str
+    image: bytes
+    sha256: str
+
+
+class IdentityVerified(Event, frozen=True, kw_only=True):
+    """Submission ``submission`` verified the user's identity; ``matched_name`` is the name it showed."""
+
+    submission: int
+    matched_name: str
+
+
+class VerificationRejected(Event, frozen=True, kw_only=True):
+    """Submission ``submission`` was rejected: ``reason`` is one of ``REJECTION_REASONS``."""
+
+    submission: int
+    reason: str
+    detail: str = ""
+
+
+Events: TypeAlias = (UserRegistered | ProfileUpdated | EmailChanged | UserDeactivated | SupportMessageSent
+                     | IdentityDocumentSubmitted | IdentityVerified | VerificationRejected)
 EVENT_TYPES: tuple[type[Event], ...] = (UserRegistered, ProfileUpdated, EmailChanged, UserDeactivated,
-                                        SupportMessageSent)
+                                        SupportMessageSent, IdentityDocumentSubmitted, IdentityVerified,
+                                        VerificationRejected)
 
 
 # --- state ---------------------------------------------------------------------------------
@@ -203,13 +316,27 @@ class UserStatus(enum.Enum):
     DEACTIVATED = "deactivated"
 
 
+class KycStatus(enum.Enum):
+    """Where a user's identity verification stands."""
+
+    UNVERIFIED = "unverified"
+    PENDING = "pending"
+    VERIFIED = "verified"
+    REJECTED = "rejected"
+
+
 class UserState(msgspec.Struct, frozen=True, kw_only=True):
-    """A user's current state, as folded from its events (and stored in snapshots)."""
+    """A user's current state, as folded from its events (and stored in snapshots).
+
+    ``kyc_submission`` is the number of the latest identity document submitted (0: none).
+    """
 
     name: str
     email: str
     bio: str = ""
     status: UserStatus = UserStatus.ACTIVE
+    kyc: KycStatus = KycStatus.UNVERIFIED
+    kyc_submission: int = 0
 
 
 # --- validation ----------------------------------------------------------------------------
@@ -250,6 +377,28 @@ def _support_body(value: str) -> str:
     if sum(ch.isalpha() for ch in body) < 2:
         raise InvalidSupportMessage("body must hold a word (two letters or more)", field="body")
     return body
+
+
+def _identity_document(value: str) -> bytes:
+    if type(value) is not str:
+        raise InvalidIdentityDocument("image_base64 must be a string", field="image_base64")
+    encoded = value.strip()
+    if not encoded:
+        raise InvalidIdentityDocument("image_base64 must not be empty", field="image_base64")
+    if len(encoded) > _MAX_IDENTITY_DOCUMENT_BASE64:  # before decoding: never decode a huge string
+        raise IdentityDocumentTooLarge(f"the document must be at most {MAX_IDENTITY_DOCUMENT_BYTES} bytes "
+                                       "(256 KiB) decoded", field="image_base64")
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidIdentityDocument("image_base64 is not base64 (standard alphabet, padded)",
+                                      field="image_base64") from None
+    if not data:
+        raise InvalidIdentityDocument("image_base64 must not be empty", field="image_base64")
+    if len(data) > MAX_IDENTITY_DOCUMENT_BYTES:
+        raise IdentityDocumentTooLarge(f"the document must be at most {MAX_IDENTITY_DOCUMENT_BYTES} bytes "
+                                       "(256 KiB) decoded", field="image_base64")
+    return data
 
 
 # --- decide --------------------------------------------------------------------------------
@@ -298,12 +447,51 @@ def _send_support_message(state: UserState | None, command: SendSupportMessage) 
     return (SupportMessageSent(body=_support_body(command.body)),)
 
 
+def _submit_identity_document(state: UserState | None, command: SubmitIdentityDocument) -> tuple[Event, ...]:
+    current = _existing(state, command)
+    if current.kyc is KycStatus.PENDING:
+        raise VerificationPending(f"document {current.kyc_submission} of user {command.aggregate_id!r} is being "
+                                  "verified; wait for its outcome", id=command.aggregate_id)
+    if current.kyc is KycStatus.VERIFIED:
+        raise IdentityAlreadyVerified(f"user {command.aggregate_id!r} is verified already", id=command.aggregate_id)
+    image = _identity_document(command.image_base64)
+    return (IdentityDocumentSubmitted(submission=current.kyc_submission + 1, name=current.name, image=image,
+                                      sha256=hashlib.sha256(image).hexdigest()),)
+
+
+def _pending(current: UserState, submission: int) -> bool:
+    """Whether ``submission`` is the one awaiting its outcome (else a saga step is late: a no-op)."""
+    return current.kyc is KycStatus.PENDING and submission == current.kyc_submission
+
+
+def _record_verified(state: UserState | None, command: RecordIdentityVerified) -> tuple[Event, ...]:
+    current = _existing(state, command)
+    name = _name(command.matched_name)
+    if not _pending(current, command.submission):
+        return ()
+    return (IdentityVerified(submission=command.submission, matched_name=name),)
+
+
+def _reject_verification(state: UserState | None, command: RejectIdentityVerification) -> tuple[Event, ...]:
+    current = _existing(state, command)
+    if command.reason not in REJECTION_REASONS:
+        raise InvalidCommand(f"reason must be one of {sorted(REJECTION_REASONS)}, got {command.reason!r}",
+                             field="reason")
+    detail = text(command.detail, field="detail", max_length=MAX_REASON_LENGTH, required=False)
+    if not _pending(current, command.submission):
+        return ()
+    return (VerificationRejected(submission=command.submission, reason=command.reason, detail=detail),)
+
+
 _DECIDERS: dict[type[Command], Callable[[UserState | None, Any], tuple[Event, ...]]] = {
     RegisterUser: _register,
     UpdateProfile: _update_profile,
     ChangeEmail: _change_email,
     DeactivateUser: _deactivate,
     SendSupportMessage: _send_support_message,
+    SubmitIdentityDocument: _submit_identity_document,
+    RecordIdentityVerified: _record_verified,
+    RejectIdentityVerification: _reject_verification,
 }
 
 
@@ -314,7 +502,10 @@ def decide(state: UserState | None, command: Commands) -> tuple[Event, ...]:
         NotFound: the user does not exist (any command but ``RegisterUser``).
         AlreadyExists: ``RegisterUser`` for an existing user.
         UserDeactivatedError: the user is deactivated.
-        InvalidName, InvalidEmail, InvalidSupportMessage, InvalidCommand: a field is not valid.
+        VerificationPending, IdentityAlreadyVerified: ``SubmitIdentityDocument`` while a document
+            is being verified, or once verified.
+        InvalidName, InvalidEmail, InvalidSupportMessage, InvalidIdentityDocument,
+            IdentityDocumentTooLarge, InvalidCommand: a field is not valid.
     """
     decider = _DECIDERS.get(type(command))
     if decider is None:
@@ -345,12 +536,27 @@ def _support_message_sent(state: UserState, event: SupportMessageSent) -> UserSt
     return state  # the inbox is a read model; the user's state does not hold messages
 
 
+def _document_submitted(state: UserState, event: IdentityDocumentSubmitted) -> UserState:
+    return msgspec.structs.replace(state, kyc=KycStatus.PENDING, kyc_submission=event.submission)
+
+
+def _identity_verified(state: UserState, event: IdentityVerified) -> UserState:
+    return msgspec.structs.replace(state, kyc=KycStatus.VERIFIED)
+
+
+def _verification_rejected(state: UserState, event: VerificationRejected) -> UserState:
+    return msgspec.structs.replace(state, kyc=KycStatus.REJECTED)
+
+
 _EVOLVERS: dict[type[Event], Callable[[Any, Any], UserState]] = {
     UserRegistered: _registered,
     ProfileUpdated: _profile_updated,
     EmailChanged: _email_changed,
     UserDeactivated: _deactivated,
     SupportMessageSent: _support_message_sent,
+    IdentityDocumentSubmitted: _document_submitted,
+    IdentityVerified: _identity_verified,
+    VerificationRejected: _verification_rejected,
 }
 
 
@@ -371,6 +577,7 @@ USER: AggregateType[UserState] = AggregateType(
     state_type=UserState,
     decide=decide,
     evolve=evolve,
-    commands=(RegisterUser, UpdateProfile, ChangeEmail, DeactivateUser, SendSupportMessage),
+    commands=(RegisterUser, UpdateProfile, ChangeEmail, DeactivateUser, SendSupportMessage, SubmitIdentityDocument,
+              RecordIdentityVerified, RejectIdentityVerification),
     events=EVENT_TYPES,
 )

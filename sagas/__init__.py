@@ -5,8 +5,9 @@
 
 from __future__ import annotations
 
+from .kyc import Kyc
 from .transfer_money import TransferMoney
 
-__all__ = ["SAGAS", "TransferMoney"]
+__all__ = ["SAGAS", "Kyc", "TransferMoney"]
 
-SAGAS = {TransferMoney.name: TransferMoney}
+SAGAS = {TransferMoney.name: TransferMoney, Kyc.name: Kyc}

@@ -3,8 +3,10 @@
 * admin: everything.
 * teller: every command but ``DeactivateUser``; reads everything but projections.
 * customer: only their own user (``user id == token subject``) and the accounts they own
-  (``owner_id == subject``): profile and email changes, support messages, opening accounts for themselves,
-  deposits, withdrawals and closing. Freezing is staff work.
+  (``owner_id == subject``): profile and email changes, support messages, identity documents (KYC),
+  opening accounts for themselves, deposits, withdrawals and closing. Freezing is staff work.
+  The KYC saga's own steps (``RecordIdentityVerified``, ``RejectIdentityVerification``) have no
+  mutation: nobody records a verification's outcome by hand.
 * anonymous (only where the settings allow it, never in production): reads, no commands.
 
 Ownership of an account is its ``owner_id``; it never changes after ``AccountOpened``, so
@@ -104,7 +106,7 @@ async def staff(principal: Principal, command: Command, context: Any) -> None:
 #: the commands the bank's API exposes, each with who may send it
 RULES: dict[type[Command], Callable[..., Awaitable[None]]] = {
     usr.RegisterUser: own_user, usr.UpdateProfile: own_user, usr.ChangeEmail: own_user,
-    usr.DeactivateUser: admins_only, usr.SendSupportMessage: own_user,
+    usr.DeactivateUser: admins_only, usr.SendSupportMessage: own_user, usr.SubmitIdentityDocument: own_user,
     acc.OpenAccount: own_new_account, acc.Deposit: own_account, acc.Withdraw: own_account,
     acc.FreezeAccount: staff, acc.UnfreezeAccount: staff, acc.CloseAccount: own_account,
 }

@@ -84,8 +84,9 @@ def test_a_mutation_is_followed_from_graphql_through_the_shard_to_the_projection
 
 
 @pytest.mark.parametrize("args", [
-    ("kill-shard", "0"), ("kill-runner", "account_balances"), ("kill-coordinator",), ("pause-kafka", "2"),
-    ("restart-kafka",), ("restart-postgres",), ("reset-kafka", "3"), ("loss-kafka", "6", "--share", "1"),
+    ("kill-shard", "0"), ("kill-runner", "account_balances"), ("kill-coordinator", "--saga", "TransferMoney"),
+    ("pause-kafka", "2"), ("restart-kafka",), ("restart-postgres",), ("reset-kafka", "3"),
+    ("loss-kafka", "6", "--share", "1"),
     ("starve-shard", "0", "--for", "4"),
 ])
 def test_each_chaos_command_recovers(cli, chaos_stack, args) -> None:

@@ -131,3 +131,28 @@ def test_support_messages_are_sent_by_their_user_and_read_by_their_user_or_staff
     stranger = client_for(f"nobody-{uid}", "customer")
     body = stranger.run("query($u: ID) { supportInbox(userId: $u) { id } }", {"u": user})
     assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN", body
+
+
+def test_identity_documents_are_submitted_by_their_user_and_bad_ones_get_typed_errors(client_for, uid):
+    import base64
+
+    teller = client_for(f"teller-{uid}", "teller")
+    user, other = f"k-{uid}", f"k2-{uid}"
+    ok(send(teller, "registerUser", userId=user, name="Kim", email=f"k.{uid}@example.com"))
+    ok(send(teller, "registerUser", userId=other, name="Lee", email=f"l.{uid}@example.com"))
+    customer = client_for(user, "customer")
+    document = base64.b64encode(b"\x89PNG not really").decode()
+    assert send(customer, "submitIdentityDocument", userId=other, imageBase64=document)["__typename"] == \
+        "ForbiddenError"
+    bad = send(customer, "submitIdentityDocument", userId=user, imageBase64="not base64!")
+    assert (bad["__typename"], bad["code"], bad["field"]) == ("ValidationError", "INVALID_IDENTITY_DOCUMENT",
+                                                              "imageBase64")
+    big = send(customer, "submitIdentityDocument", userId=user,
+               imageBase64=base64.b64encode(b"x" * (256 * 1024 + 1)).decode())
+    assert (big["__typename"], big["code"]) == ("ValidationError", "IDENTITY_DOCUMENT_TOO_LARGE")
+    sent = ok(send(customer, "submitIdentityDocument", userId=user, imageBase64=document))
+    event = sent["events"][0]
+    assert event["type"] == "IdentityDocumentSubmitted" and event["data"]["submission"] == 1
+    assert event["data"]["name"] == "Kim" and event["data"]["image"] == document
+    pending = send(customer, "submitIdentityDocument", userId=user, imageBase64=document)
+    assert (pending["__typename"], pending["code"]) == ("RuleViolationError", "VERIFICATION_PENDING")

@@ -271,7 +271,7 @@ async def test_sagas_and_saga_detail(rt) -> None:
         await caught_up(services, [INDEX])
 
         listed = await data.sagas(services)
-        assert listed["unavailable"] == {}
+        assert set(listed["unavailable"]) <= {"KYC"}  # the bank's other saga: its coordinators do not run here
         assert [(i["saga_id"], i["status"], i["terminal"]) for i in listed["items"]] == [
             ("tx-live", "debiting", False), ("tx-comp", "compensated", True), ("tx-ok", "completed", True)]
         assert all(i["saga"] == SAGA and not i["needs_attention"] for i in listed["items"])

@@ -189,8 +189,8 @@ def test_registry() -> None:
     assert AGGREGATES == (USER, ACCOUNT)
     assert [a.name for a in AGGREGATES] == ["User", "Account"]
     assert set(ALL_EVENT_TYPES) == set(USER.events) | set(ACCOUNT.events)
-    # no event type is listed twice (5 user events, 6 account events, 5 transfer events)
-    assert len(ALL_EVENT_TYPES) == len(set(ALL_EVENT_TYPES)) == 16
+    # no event type is listed twice (5 user events, 3 KYC events, 6 account events, 5 transfer events)
+    assert len(ALL_EVENT_TYPES) == len(set(ALL_EVENT_TYPES)) == 19
 
 
 def test_event_tags_are_unique_class_names() -> None:

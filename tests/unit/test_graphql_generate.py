@@ -25,7 +25,14 @@ from eventray.aggregates.account import (
     UnfreezeAccount,
     Withdraw,
 )
-from eventray.aggregates.user import ChangeEmail, DeactivateUser, RegisterUser, SendSupportMessage, UpdateProfile
+from eventray.aggregates.user import (
+    ChangeEmail,
+    DeactivateUser,
+    RegisterUser,
+    SendSupportMessage,
+    SubmitIdentityDocument,
+    UpdateProfile,
+)
 from eventray.platform.domain import AggregateType, Command, Event
 from eventray.platform.errors import AppInvalid, InvalidCommand, UnknownCommandType
 from eventray.serving.api.generate import (
@@ -46,7 +53,7 @@ type Mutation { _: Boolean }
 type Ok { v: Int }
 union CommandResult = Ok
 """
-BANK_COMMANDS = (RegisterUser, UpdateProfile, ChangeEmail, DeactivateUser, SendSupportMessage,
+BANK_COMMANDS = (RegisterUser, UpdateProfile, ChangeEmail, DeactivateUser, SendSupportMessage, SubmitIdentityDocument,
                  OpenAccount, Deposit, Withdraw, FreezeAccount, UnfreezeAccount, CloseAccount)
 
 
@@ -364,9 +371,11 @@ def test_id_pattern_is_the_api_id_rule() -> None:
 def test_the_bank_gives_one_mutation_per_command() -> None:
     specs = command_specs([USER, ACCOUNT], BANK_COMMANDS)
     assert list(specs) == ["registerUser", "updateProfile", "changeEmail", "deactivateUser", "sendSupportMessage",
-                           "openAccount", "deposit", "withdraw", "freezeAccount", "unfreezeAccount", "closeAccount"]
-    assert {s.id_field for s in list(specs.values())[:5]} == {"userId"}
-    assert {s.id_field for s in list(specs.values())[5:]} == {"accountId"}
+                           "submitIdentityDocument", "openAccount", "deposit", "withdraw", "freezeAccount",
+                           "unfreezeAccount", "closeAccount"]
+    assert {s.id_field for s in list(specs.values())[:6]} == {"userId"}
+    assert {s.id_field for s in list(specs.values())[6:]} == {"accountId"}
+    assert [(f.graphql, f.type_sdl) for f in specs["submitIdentityDocument"].fields] == [("imageBase64", "String!")]
     assert [f.graphql for f in specs["openAccount"].fields] == ["ownerId", "currency"]
     assert specs["deposit"].fields[0].type_sdl in ("Int!", "Money!")
 
@@ -392,3 +401,12 @@ def test_the_bank_builds_its_commands() -> None:
     with pytest.raises(InvalidCommand) as e:
         _build(specs["deposit"], {"accountId": "acc-1"})
     assert e.value.details == {"field": "amount"}
+
+
+def test_the_bank_builds_submit_identity_document_and_the_aggregate_checks_the_document() -> None:
+    specs = command_specs([USER, ACCOUNT], BANK_COMMANDS)
+    command = _build(specs["submitIdentityDocument"], {"userId": "user-1", "imageBase64": "aGk="})
+    assert isinstance(command, SubmitIdentityDocument) and command.image_base64 == "aGk="
+    with pytest.raises(InvalidCommand) as e:
+        _build(specs["submitIdentityDocument"], {"userId": "user-1"})
+    assert e.value.details == {"field": "imageBase64"}
