@@ -53,7 +53,8 @@ def rsa_key(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def api(stack_runtime: Runtime, rsa_key: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Shards, projections, saga coordinators and the Serve app; yields the URLs, settings and runtime."""
+    """Shards, projections, the coordinators of both sagas and the Serve app; yields the URLs, settings
+    and runtime."""
     from eventray.platform.projections.ensure import ensure_projections
     from eventray.platform.runtime.shards import start_shards
     from eventray.platform.sagas import composition as sagas
@@ -67,7 +68,7 @@ def api(stack_runtime: Runtime, rsa_key: dict[str, Any]) -> Iterator[dict[str, A
     saga_settings = SagaSettings()
     # the policy EVENTRAY_SAGA_* gives, with the amount-rule scorer at its rule_limit
     policy = transfer_policy(scorer="rule")
-    ours = not _coordinators_running(rt)
+    ours = not _coordinators_running(rt, "TransferMoney")
     sagas.start_coordinators(rt, saga_settings, "TransferMoney", policy=policy,
                              services={"fraud": AmountRuleScorer(limit=policy.rule_limit).score})
     app = os.environ.get("EVENTRAY_E2E_APP", "eventray-e2e")
@@ -79,14 +80,19 @@ def api(stack_runtime: Runtime, rsa_key: dict[str, Any]) -> Iterator[dict[str, A
     # the model deployments join the app (one replica each), trained once into a cache of the e2e tests
     served = rt.with_settings(model_dir=_e2e_models(), ml_app_name=app, ml_min_replicas=1, ml_max_replicas=1)
     url = deployment.run(served, serving, models=True, saga_settings=saga_settings)
+    # KYC with the app's own policy and services: the ocr and faces deployments of this app
+    ours_kyc = not _coordinators_running(rt, "KYC")
+    sagas.start_coordinators(served, saga_settings, "KYC")
     yield {"url": url, "ws": url.replace("http://", "ws://"), "base": url.rsplit("/", 1)[0],
            "serving": serving, "settings": served.settings, "rt": served}
     deployment.shutdown(serving)
     if ours:  # another session's (or the demo's) coordinators stay up
         sagas.stop_coordinators(rt, "TransferMoney")
+    if ours_kyc:
+        sagas.stop_coordinators(rt, "KYC")
 
 
-def _coordinators_running(rt: Runtime) -> bool:
+def _coordinators_running(rt: Runtime, saga: str) -> bool:
     import ray
 
     from eventray.platform.runtime.actors import NAMESPACE
@@ -94,7 +100,7 @@ def _coordinators_running(rt: Runtime) -> bool:
 
     rt.connect_ray()
     try:
-        ray.get_actor(coordinator_name(rt.topic, "TransferMoney", 0), namespace=NAMESPACE)
+        ray.get_actor(coordinator_name(rt.topic, saga, 0), namespace=NAMESPACE)
     except ValueError:
         return False
     return True
