@@ -54,11 +54,5 @@ class TextAnalyser:
         except InvalidModelInput as e:
             if len(texts) == 1:
                 return [_refused(e)]
-        return list(await asyncio.gather(*(self._one(t) for t in texts)))
-
-    async def _one(self, text: str) -> TextAnalysis:
-        try:
-            (out,) = await analyze_texts(self._client, [text], summary_sentences=self._sentences)
-        except InvalidModelInput as e:
-            return _refused(e)
-        return _analysis(out)
+        singles = await asyncio.gather(*(self._chunk_of([t]) for t in texts))  # isolate the refused ones
+        return [a for one in singles for a in one]
