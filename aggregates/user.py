@@ -328,7 +328,8 @@ class KycStatus(enum.Enum):
 class UserState(msgspec.Struct, frozen=True, kw_only=True):
     """A user's current state, as folded from its events (and stored in snapshots).
 
-    ``kyc_submission`` is the number of the latest identity document submitted (0: none).
+    ``kyc_submission`` is the number of the latest identity document submitted (0: none);
+    ``kyc_reason`` is its rejection's reason while ``kyc`` is ``REJECTED`` (else empty).
     """
 
     name: str
@@ -337,6 +338,7 @@ class UserState(msgspec.Struct, frozen=True, kw_only=True):
     status: UserStatus = UserStatus.ACTIVE
     kyc: KycStatus = KycStatus.UNVERIFIED
     kyc_submission: int = 0
+    kyc_reason: str = ""
 
 
 # --- validation ----------------------------------------------------------------------------
@@ -537,7 +539,8 @@ def _support_message_sent(state: UserState, event: SupportMessageSent) -> UserSt
 
 
 def _document_submitted(state: UserState, event: IdentityDocumentSubmitted) -> UserState:
-    return msgspec.structs.replace(state, kyc=KycStatus.PENDING, kyc_submission=event.submission)
+    return msgspec.structs.replace(state, kyc=KycStatus.PENDING, kyc_submission=event.submission,
+                                   kyc_reason="")
 
 
 def _identity_verified(state: UserState, event: IdentityVerified) -> UserState:
@@ -545,7 +548,7 @@ def _identity_verified(state: UserState, event: IdentityVerified) -> UserState:
 
 
 def _verification_rejected(state: UserState, event: VerificationRejected) -> UserState:
-    return msgspec.structs.replace(state, kyc=KycStatus.REJECTED)
+    return msgspec.structs.replace(state, kyc=KycStatus.REJECTED, kyc_reason=event.reason)
 
 
 _EVOLVERS: dict[type[Event], Callable[[Any, Any], UserState]] = {

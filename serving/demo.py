@@ -8,7 +8,8 @@ checked against balances and versions read with ``consistent: true``); the event
 subscription received; a rule violation; a duplicate ``commandId``; three transfers
 (:mod:`eventray.serving.demo_transfers`); one query to each model family
 (:mod:`eventray.serving.demo_models`); a support message read back analysed
-(:mod:`eventray.serving.demo_support`); then :func:`replay_while_querying`. Every id carries the
+(:mod:`eventray.serving.demo_support`); an identity card verified by the KYC saga
+(:mod:`eventray.serving.demo_kyc`); then :func:`replay_while_querying`. Every id carries the
 run's own prefix, so a second run on the same stack reports only itself.
 """
 
@@ -29,6 +30,7 @@ from rich.console import Console
 
 from eventray.serving.api.principal import mint_token
 from eventray.serving.demo_client import RESULT, EventSubscription, GraphQLClient, GraphQLFailed
+from eventray.serving.demo_kyc import identity_verification
 from eventray.serving.demo_models import query_models
 from eventray.serving.demo_support import support_inbox
 from eventray.serving.demo_transfers import TransferAccounts, run_transfers
@@ -181,6 +183,17 @@ async def run_scenario(url: str, serving: ServingSettings, console: Console, *, 
             say("support inbox", ok, line)
         except (GraphQLFailed, httpx.HTTPError, KeyError, TypeError) as e:
             say.failed("support inbox", e)
+
+        kyc_user = f"demo-{run}-kyc"
+        try:
+            kyc_customer = GraphQLClient(url, _token(serving, kyc_user, "customer"), http=http)
+            got = await identity_verification(kyc_customer, teller, kyc_user, "Ada Lovelace")
+            say("identity verification", got["status"] == "VERIFIED",
+                f"submitIdentityDocument (an identity card rendered here, a face beside the name) -> "
+                f"{got['status']}{' ' + got['reason'] if got['reason'] else ''} after {got['waited_s']:.1f}s "
+                "(KYC saga: ocr read the name, faces found one)")
+        except (GraphQLFailed, httpx.HTTPError, KeyError, TypeError, TimeoutError, RuntimeError) as e:
+            say.failed("identity verification", e)
         report.retries += teller.retries
     return report
 

@@ -184,6 +184,16 @@ async def resolve_user_totals(user: Any, info: GraphQLResolveInfo) -> list[dict[
             for t in (totals or [])]
 
 
+@user_type.field("identityVerification")
+async def resolve_user_identity_verification(user: Any, info: GraphQLResolveInfo) -> dict[str, Any]:
+    user_id = _get(user, "user_id")
+    found = await info.context["services"].reads.read(user_id)
+    if found is None or not hasattr(found[0], "kyc"):
+        raise NotFound(f"user {user_id!r} has no state on its shard")
+    state = found[0]
+    return {"status": state.kyc.name, "submission": state.kyc_submission, "reason": state.kyc_reason or None}
+
+
 account_type.set_field("id", lambda a, *_: _get(a, "account_id"))
 account_type.set_field("ownerId", lambda a, *_: _get(a, "owner_id"))
 account_type.set_field("status", lambda a, *_: str(_get(a, "status")).upper())

@@ -107,9 +107,11 @@ def _coordinators_running(rt: Runtime, saga: str) -> bool:
 
 
 def _e2e_models() -> Path:
-    """Trained models for the session (deterministic training, so a cache across sessions is exact)."""
+    """Trained models for the session (deterministic training, so a cache across sessions is exact),
+    and the pretrained ``ocr`` and ``faces`` the KYC saga reads documents with."""
     import tempfile
 
+    from eventray.platform.ml.pretrained import import_pretrained
     from eventray.platform.ml.registry import Registry
     from eventray.platform.ml.training import MODEL_NAMES, train_all
 
@@ -117,6 +119,9 @@ def _e2e_models() -> Path:
     missing = [n for n in MODEL_NAMES if n not in Registry(path).names()]  # a cache from before a model existed
     if missing:
         train_all(path, names=missing)
+    pretrained = [n for n in ("ocr", "faces") if n not in Registry(path).names()]
+    if pretrained:
+        import_pretrained(path, pretrained)
     return path
 
 

@@ -85,8 +85,9 @@ def test_after_a_rejection_the_next_submission_gets_the_next_number() -> None:
     rejected = VerificationRejected(submission=1, reason="no_face", detail="no face found")
     state = scenario(USER).given(REGISTERED, submitted()).when(RejectIdentityVerification(
         aggregate_id=ID, submission=1, reason="no_face", detail=" no face found ")).then(rejected)
-    assert state.kyc is KycStatus.REJECTED
-    scenario(USER).given(REGISTERED, submitted(), rejected).when(submit()).then(submitted(2))
+    assert (state.kyc, state.kyc_reason) == (KycStatus.REJECTED, "no_face")
+    state = scenario(USER).given(REGISTERED, submitted(), rejected).when(submit()).then(submitted(2))
+    assert (state.kyc, state.kyc_submission, state.kyc_reason) == (KycStatus.PENDING, 2, "")
 
 
 def test_an_outcome_for_a_submission_that_is_not_pending_is_a_no_op() -> None:
@@ -119,4 +120,4 @@ def test_the_events_and_state_round_trip_and_old_snapshots_decode() -> None:
     # a snapshot written before KYC existed has no kyc fields: it decodes to unverified
     old = msgspec.msgpack.encode({"name": "Ada", "email": "a@b.cd", "bio": "", "status": "active"})
     state = msgspec.msgpack.decode(old, type=UserState)
-    assert (state.kyc, state.kyc_submission) == (KycStatus.UNVERIFIED, 0)
+    assert (state.kyc, state.kyc_submission, state.kyc_reason) == (KycStatus.UNVERIFIED, 0, "")
