@@ -212,7 +212,10 @@ class RecommendFamily(Family):
 
 class HybridRecommendFamily(RecommendFamily):
     """Top-k items by content, collaborative (SVD) or blended scores. Payload:
-    ``(user_id, first, strategy)`` with strategy ``COLLABORATIVE``, ``CONTENT`` or ``HYBRID``."""
+    ``(user_id, first, strategy)`` with strategy ``COLLABORATIVE``, ``CONTENT`` or ``HYBRID``,
+    answered ``{"items", "scores"}``; or a list of such triples (at most ``Limits.max_rows``: the
+    bulk form, one request for many users), answered ``{"results": [{"items", "scores"}, ...]}``
+    in the same order. A bad triple fails its whole request, with its ``index``."""
 
     name = "recommend_hybrid"
 
@@ -220,7 +223,7 @@ class HybridRecommendFamily(RecommendFamily):
         super().__init__(session, limits=limits)
         self.strategies: dict[str, float] = self.meta["strategies"]
 
-    def validate(self, payload: Any) -> tuple[np.ndarray, int, float]:  # type: ignore[override]
+    def _one(self, payload: Any) -> tuple[int, int, float]:
         try:
             user_id, first, strategy = payload
         except (TypeError, ValueError):
@@ -229,16 +232,56 @@ class HybridRecommendFamily(RecommendFamily):
         if alpha is None:
             raise InvalidModelInput(f"strategy must be one of {', '.join(self.strategies)}", field="strategy")
         index, first = super().validate((user_id, first))
-        return index, first, alpha
+        return int(index[0]), first, alpha
 
-    def run(self, items: list[tuple[np.ndarray, int, float]]) -> list[dict[str, Any]]:  # type: ignore[override]
-        users = np.concatenate([u for u, _, _ in items])
-        alpha = np.array([[a] for _, _, a in items], dtype=np.float32)
-        k = max(first for _, first, _ in items)
+    def validate(self, payload: Any) -> _Recommendations:  # type: ignore[override]
+        bulk = isinstance(payload, (list, tuple)) and bool(payload) and isinstance(payload[0], (list, tuple))
+        if not bulk:
+            return _Recommendations.of([self._one(payload)], bulk=False)
+        if len(payload) > self.limits.max_rows:
+            raise WrongInputShape(f"at most {self.limits.max_rows} users per request", field="payload")
+        triples = []
+        for i, one in enumerate(payload):
+            try:
+                triples.append(self._one(one))
+            except InvalidModelInput as e:
+                e.details.setdefault("index", i)
+                raise
+        return _Recommendations.of(triples, bulk=True)
+
+    @staticmethod
+    def rows(item: Any) -> int:
+        return len(item.users)
+
+    def run(self, items: list[_Recommendations]) -> list[dict[str, Any]]:  # type: ignore[override]
+        users = np.concatenate([r.users for r in items])
+        alpha = np.concatenate([r.alphas for r in items]).reshape(-1, 1)
+        k = max(max(r.firsts) for r in items)
         scores, index = self.session.run(None, {"user_index": users, "alpha": alpha,
                                                 "k": np.array([k], dtype=np.int64)})
-        return [{"items": [self.items[j] for j in index[i, :first]], "scores": scores[i, :first]}
-                for i, (_, first, _) in enumerate(items)]
+        out, start = [], 0
+        for r in items:
+            answers = [{"items": [self.items[j] for j in index[start + i, :first]],
+                        "scores": scores[start + i, :first]} for i, first in enumerate(r.firsts)]
+            out.append({"results": answers} if r.bulk else answers[0])
+            start += len(r.firsts)
+        return out
+
+
+@dataclass(frozen=True)
+class _Recommendations:
+    """One validated ``recommend_hybrid`` request: its users' indices, ``first`` and alpha each."""
+
+    users: np.ndarray
+    firsts: tuple[int, ...]
+    alphas: np.ndarray
+    bulk: bool
+
+    @classmethod
+    def of(cls, triples: list[tuple[int, int, float]], *, bulk: bool) -> _Recommendations:
+        return cls(users=np.array([u for u, _, _ in triples], dtype=np.int64),
+                   firsts=tuple(f for _, f, _ in triples),
+                   alphas=np.array([a for _, _, a in triples], dtype=np.float32), bulk=bulk)
 
 
 FAMILIES: dict[str, type[Family]] = {

@@ -86,3 +86,25 @@ def test_bad_requests_get_typed_errors(hybrid):
         fam.validate((user, 0, "CONTENT"))
     with pytest.raises(WrongInputShape):
         fam.validate((user, 5))
+
+
+def test_the_bulk_form_answers_each_user_as_alone_and_names_a_bad_one(hybrid):
+    t, fam = hybrid
+    triples = [(t.extra["users"][u], 3 + i, s) for i, (u, s) in
+               enumerate(zip(USERS, ("HYBRID", "CONTENT", "COLLABORATIVE", "hybrid", "CONTENT")))]
+    bulk = fam.validate(triples)
+    assert fam.rows(bulk) == len(triples)
+    single = fam.validate(triples[0])
+    # a bulk request and a single one share a batch; each is answered in its own form
+    got_bulk, got_single = fam.run([bulk, single])
+    assert len(got_bulk["results"]) == len(triples)
+    for triple, got in zip(triples, got_bulk["results"]):
+        alone = fam.run([fam.validate(triple)])[0]
+        assert got["items"] == alone["items"] and len(got["items"]) == triple[1]
+        np.testing.assert_allclose(got["scores"], alone["scores"], atol=ATOL)
+    assert got_single["items"] == got_bulk["results"][0]["items"]
+    with pytest.raises(InvalidModelInput, match="unknown user") as bad:
+        fam.validate([triples[0], ("nobody", 5, "HYBRID")])
+    assert bad.value.details["index"] == 1
+    with pytest.raises(WrongInputShape, match="at most"):
+        fam.validate([triples[0]] * (fam.limits.max_rows + 1))
