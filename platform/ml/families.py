@@ -214,8 +214,9 @@ class HybridRecommendFamily(RecommendFamily):
     """Top-k items by content, collaborative (SVD) or blended scores. Payload:
     ``(user_id, first, strategy)`` with strategy ``COLLABORATIVE``, ``CONTENT`` or ``HYBRID``,
     answered ``{"items", "scores"}``; or a list of such triples (at most ``Limits.max_rows``: the
-    bulk form, one request for many users), answered ``{"results": [{"items", "scores"}, ...]}``
-    in the same order. A bad triple fails its whole request, with its ``index``."""
+    bulk form, one request for many users), answered column-wise: ``{"items": [[item, ...], ...],
+    "scores": [[score, ...], ...]}``, one row per triple in order, each ``first`` long. A bad
+    triple fails its whole request, with its ``index``."""
 
     name = "recommend_hybrid"
 
@@ -261,10 +262,15 @@ class HybridRecommendFamily(RecommendFamily):
                                                 "k": np.array([k], dtype=np.int64)})
         out, start = [], 0
         for r in items:
-            answers = [{"items": [self.items[j] for j in index[start + i, :first]],
-                        "scores": scores[start + i, :first]} for i, first in enumerate(r.firsts)]
-            out.append({"results": answers} if r.bulk else answers[0])
-            start += len(r.firsts)
+            n = len(r.firsts)
+            if r.bulk:  # plain lists, column-wise: a tenth of the cost of a dict and an array per user to ship
+                rows, values = index[start:start + n].tolist(), scores[start:start + n].tolist()
+                out.append({"items": [[self.items[j] for j in row[:first]] for row, first in zip(rows, r.firsts)],
+                            "scores": [row[:first] for row, first in zip(values, r.firsts)]})
+            else:
+                out.append({"items": [self.items[j] for j in index[start, :r.firsts[0]]],
+                            "scores": scores[start, :r.firsts[0]]})
+            start += n
         return out
 
 

@@ -97,12 +97,12 @@ def test_the_bulk_form_answers_each_user_as_alone_and_names_a_bad_one(hybrid):
     single = fam.validate(triples[0])
     # a bulk request and a single one share a batch; each is answered in its own form
     got_bulk, got_single = fam.run([bulk, single])
-    assert len(got_bulk["results"]) == len(triples)
-    for triple, got in zip(triples, got_bulk["results"]):
+    assert len(got_bulk["items"]) == len(got_bulk["scores"]) == len(triples)
+    for triple, items, scores in zip(triples, got_bulk["items"], got_bulk["scores"], strict=True):
         alone = fam.run([fam.validate(triple)])[0]
-        assert got["items"] == alone["items"] and len(got["items"]) == triple[1]
-        np.testing.assert_allclose(got["scores"], alone["scores"], atol=ATOL)
-    assert got_single["items"] == got_bulk["results"][0]["items"]
+        assert items == alone["items"] and len(items) == len(scores) == triple[1]
+        np.testing.assert_allclose(scores, alone["scores"], atol=ATOL)
+    assert got_single["items"] == got_bulk["items"][0]
     with pytest.raises(InvalidModelInput, match="unknown user") as bad:
         fam.validate([triples[0], ("nobody", 5, "HYBRID")])
     assert bad.value.details["index"] == 1
