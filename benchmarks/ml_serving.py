@@ -16,9 +16,10 @@ the pretrained ones imported from their wheels as ``eventray models import`` doe
   * batched vs unbatched: one item per request at c=16 (the replica's ``@serve.batch`` joins
     them; ``median_batch_requests`` shows it did) against c=1 (every batch holds one request);
   * p50 of one request alone (c=1);
-  * bulk through the handle (64 texts per request for the text families, one image or user per
-    request at c=8 for the others) against the same requests run in-process on the family
-    (``load_registered``, one thread, as a replica gets), ``ratio_bulk_to_direct``; goal >= 0.5.
+  * bulk through the handle (``BULK_ITEMS``: 256 texts per request for topics, 64 for entities,
+    1,024 users for recommend_hybrid's bulk form; one image per request at c=8 for the others)
+    against the same requests run in-process on the family (``load_registered``, one thread, as
+    a replica gets), ``ratio_bulk_to_direct``; goal >= 0.5.
 
 Run: ``python -m benchmarks.ml_serving [--quick]``; writes benchmarks/results/ml_serving.json.
 """
@@ -46,7 +47,8 @@ BULK_ROWS = 256
 CLASSIC = ("anomaly", "sentiment", "digits", "recommend")
 #: the families with the batched/unbatched/direct rows
 FAMILIES = ("topics", "recommend_hybrid", "entities", "faces", "objects", "ocr")
-TEXTS_PER_BULK_REQUEST = 64
+#: items per bulk request of the families that have a bulk form (the others send one image per request)
+BULK_ITEMS = {"topics": 256, "entities": 64, "recommend_hybrid": 1024}
 FAMILIES_GOAL_BULK_TO_DIRECT = 0.5
 #: CPUs each of the benchmark's replicas reserves (see main_async)
 BENCH_REPLICA_CPUS = 0.02
@@ -111,11 +113,16 @@ def _family_payloads(trained: dict[str, Any]) -> dict[str, dict[str, list[Any]]]
     hybrid = [(users[int(u)], 10, s) for u, s in zip(rng.integers(0, len(users), 256),
                                                      ["HYBRID", "CONTENT", "COLLABORATIVE"] * 86)]
     images = _images()
-    k = TEXTS_PER_BULK_REQUEST
+
+    def bulk(items: list[Any], name: str, requests: int) -> list[list[Any]]:
+        k = BULK_ITEMS[name]
+        return [(items * (1 + requests * k // len(items)))[i:i + k] for i in range(0, requests * k, k)]
+
     return {
-        "topics": {"single": texts[:256], "bulk": [(texts * 2)[i:i + k] for i in range(0, 8 * k, k)]},
-        "recommend_hybrid": {"single": hybrid, "bulk": hybrid},
-        "entities": {"single": sentences[:256], "bulk": [(sentences * 2)[i:i + k] for i in range(0, 8 * k, k)]},
+        "topics": {"single": texts[:256], "bulk": bulk(texts, "topics", 8)},
+        # the bulk form: a list of (user, first, strategy), one request for k users
+        "recommend_hybrid": {"single": hybrid, "bulk": bulk(hybrid, "recommend_hybrid", 4)},
+        "entities": {"single": sentences[:256], "bulk": bulk(sentences, "entities", 8)},
         "faces": {"single": images, "bulk": images},
         "objects": {"single": images, "bulk": images},
         "ocr": {"single": images, "bulk": images},
