@@ -91,6 +91,16 @@ class Settings(BaseSettings):
         "then listens on kafka_port + 2), so `eventray chaos delay-kafka` can delay its traffic on kernels "
         "without netem; needs Go to build it. Not together with kafka_netns_ip"
     )
+    data_fs_mb: int | None = Field(
+        default=None, ge=64, description="opt-in (root): the broker's log directory and PostgreSQL's data "
+        "directory each on a tmpfs of this many MiB of the stack's own, so `eventray chaos disk-full-kafka` "
+        "and `disk-full-postgres` can fill them (the data lives in memory: chaos stacks only)"
+    )
+    postgres_proxy: bool = Field(
+        default=False, description="opt-in: clients reach the dev PostgreSQL through Toxiproxy on "
+        "postgres_port + 2 (the server keeps its own port), so `eventray chaos partition-postgres` can cut "
+        "their connections; needs Go to build it"
+    )
 
     # --- operations ---
     log_json: bool = Field(default=True, description="actors and replicas log JSON lines")

@@ -49,6 +49,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     s.add_argument("--share", type=float, default=0.5, help="share of connections, 0-1 (default 0.5)")
     s = sub.add_parser("outage-postgres", help="stop PostgreSQL for SECONDS while commands go on, then start it")
     s.add_argument("seconds", type=float, nargs="?", default=60.0, help="seconds (default 60)")
+    s = sub.add_parser("partition-postgres", help="cut every client connection to PostgreSQL for SECONDS and "
+                       "refuse new ones (the stack's Toxiproxy in front of it); the server runs on")
+    s.add_argument("seconds", type=float, nargs="?", default=10.0, help="seconds (default 10)")
+    s = sub.add_parser("disk-full-kafka", help="fill the broker's log directory (the stack's small filesystem, "
+                       "EVENTRAY_DATA_FS_MB) for SECONDS, then free it and start the broker if it stopped")
+    s.add_argument("seconds", type=float, nargs="?", default=10.0, help="seconds (default 10)")
+    s = sub.add_parser("disk-full-postgres", help="fill PostgreSQL's data directory (the stack's small filesystem, "
+                       "EVENTRAY_DATA_FS_MB) for SECONDS, then free it and start the server if it stopped")
+    s.add_argument("seconds", type=float, nargs="?", default=10.0, help="seconds (default 10)")
     s = sub.add_parser("starve-shard", help="let shard N (random when omitted) run only a share of the time for "
                        "SECONDS (SIGSTOP/SIGCONT bursts)")
     s.add_argument("index", nargs="?", type=int)
@@ -119,7 +128,12 @@ def _main(args: argparse.Namespace) -> int:
             "reset-kafka": lambda: faults.reset_kafka(settings, args.seconds),
             "loss-kafka": lambda: faults.loss_kafka(settings, args.seconds, args.share),
             "outage-postgres": lambda: faults.outage_postgres(settings, args.seconds),
+            "partition-postgres": lambda: faults.partition_postgres(settings, args.seconds),
+            "disk-full-kafka": lambda: faults.disk_full_kafka(settings, args.seconds),
+            "disk-full-postgres": lambda: faults.disk_full_postgres(settings, args.seconds),
             "kill-replica": lambda: _kill_replica(settings, load_runtime(args), args.deployment),
         }[args.fault]()
-    console.print(f"{result.kind} {result.target}: recovered after {result.recovered_s:.2f}s {result.detail}")
+    # one line however long (a pipe has no width to wrap at)
+    console.print(f"{result.kind} {result.target}: recovered after {result.recovered_s:.2f}s {result.detail}",
+                  soft_wrap=True)
     return 0

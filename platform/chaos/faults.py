@@ -27,14 +27,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from eventray.platform.devstack import _proc, certs, kafka, netns, postgres, rayhead, toxiproxy
+from eventray.platform.devstack import _proc, certs, kafka, netns, postgres, rayhead, smallfs, toxiproxy
 from eventray.platform.devstack.state import effective_settings
 from eventray.platform.errors import ConfigurationError, StackError
 from eventray.platform.runtime.actors import NAMESPACE
 from eventray.platform.settings import Settings, with_postgres_tls
 
-__all__ = ["NAMESPACE", "FaultResult", "connect", "delay_available", "delay_kafka", "kill_coordinator",
-           "kill_replica", "kill_runner", "kill_shard", "loss_kafka", "outage_postgres", "pause_kafka", "reset_kafka",
+__all__ = ["NAMESPACE", "FaultResult", "connect", "delay_available", "delay_kafka", "disk_full_available",
+           "disk_full_kafka", "disk_full_postgres", "kill_coordinator",
+           "kill_replica", "kill_runner", "kill_shard", "loss_kafka", "outage_postgres", "partition_postgres",
+           "pause_kafka", "reset_kafka",
            "restart_kafka", "restart_postgres", "starve_shard"]
 
 log = logging.getLogger("eventray.chaos")
@@ -268,6 +270,88 @@ def outage_postgres(settings: Settings, seconds: float = 60.0) -> FaultResult:
     _proc.wait_until(lambda: postgres.ready(dsn), timeout=60, what="PostgreSQL", interval=0.2)
     return FaultResult("outage-postgres", f"postgres pid {piece.pid}", time.monotonic() - t0,
                        f"down for {seconds:.0f}s")
+
+
+def partition_postgres(settings: Settings, seconds: float = 10.0) -> FaultResult:
+    """Cut every client connection to PostgreSQL and refuse new ones for ``seconds`` (the stack's
+    own Toxiproxy in front of it, disabled), then let them through and wait until it answers
+    through the proxy. The server runs on: a network partition, not an outage."""
+    piece = _our_postgres(settings)
+    if not settings.postgres_proxy:
+        raise StackError("partition-postgres needs the stack's PostgreSQL behind its Toxiproxy "
+                         "(EVENTRAY_POSTGRES_PROXY=1, as the chaos stack runs it)")
+    toxiproxy.set_enabled(settings, False, proxy=toxiproxy.POSTGRES)
+    try:
+        time.sleep(seconds)
+    finally:
+        toxiproxy.set_enabled(settings, True, proxy=toxiproxy.POSTGRES)
+    t0 = time.monotonic()
+    dsn = with_postgres_tls(effective_settings(settings).dsn, certs.admin_tls(settings))
+    _proc.wait_until(lambda: postgres.ready(dsn), timeout=60, what="PostgreSQL through its proxy", interval=0.2)
+    return FaultResult("partition-postgres", f"toxiproxy :{toxiproxy.postgres_proxy_port(settings)} "
+                       f"(postgres pid {piece.pid})", time.monotonic() - t0, f"cut for {seconds:.1f}s")
+
+
+def _full_for(settings: Settings, path: Any, seconds: float) -> int:
+    """Keep this stack's small filesystem at ``path`` full for ``seconds``; the ballast's size."""
+    ballast, size = smallfs.fill(settings, path)
+    try:
+        time.sleep(seconds)
+    finally:
+        smallfs.free(ballast)
+    return size
+
+
+def disk_full_kafka(settings: Settings, seconds: float = 10.0) -> FaultResult:
+    """Fill the broker's log directory (the stack's own small filesystem, ``EVENTRAY_DATA_FS_MB``)
+    for ``seconds``, then free it; a broker that shut down on the full disk (Kafka stops when its
+    only log directory fails) is started again. Waits until it answers.
+
+    Meanwhile a command is acknowledged only once its transaction committed; one that cannot
+    commit gets a retryable answer.
+    """
+    pid = _our_broker(settings)
+    data = settings.data_dir / "kafka"
+    size = _full_for(settings, data, seconds)
+    t0 = time.monotonic()
+    died = kafka.status(settings).state != "running"
+    if died:
+        kafka.start(settings)
+    return FaultResult("disk-full-kafka", f"broker pid {pid} ({data})", _wait_kafka(settings, t0),
+                       f"{size >> 20} MiB ballast for {seconds:.1f}s"
+                       + ("; the broker shut down and was started again" if died else "; the broker ran on"))
+
+
+def disk_full_postgres(settings: Settings, seconds: float = 10.0) -> FaultResult:
+    """Fill PostgreSQL's data directory (the stack's own small filesystem, ``EVENTRAY_DATA_FS_MB``)
+    for ``seconds``, then free it; a server that stopped on the full disk (a WAL write that
+    cannot be made is a PANIC) is started again. Waits until it answers.
+
+    Kafka is the source of truth: commands go on; snapshots and read-model batches fail and are
+    retried, then catch up.
+    """
+    from eventray.platform.devstack.state import StackState
+
+    piece = _our_postgres(settings)
+    cdir = postgres.cluster_dir(settings, StackState.load(settings.home))
+    size = _full_for(settings, cdir, seconds)
+    t0 = time.monotonic()
+    died = postgres.status(settings).state != "running"
+    started = postgres.start(settings)
+    dsn = with_postgres_tls(started.address or "", certs.admin_tls(settings))
+    _proc.wait_until(lambda: postgres.ready(dsn), timeout=60, what="PostgreSQL", interval=0.2)
+    return FaultResult("disk-full-postgres", f"postgres pid {piece.pid} ({cdir})", time.monotonic() - t0,
+                       f"{size >> 20} MiB ballast for {seconds:.1f}s"
+                       + ("; the server stopped and was started again" if died else "; the server ran on"))
+
+
+def disk_full_available(settings: Settings) -> str | None:
+    """None when the disk-full faults can run on this stack, else why not."""
+    if not settings.data_fs_mb:
+        return "the stack's data is on no small filesystem of its own (EVENTRAY_DATA_FS_MB, root)"
+    if not smallfs.is_ours(settings, settings.data_dir / "kafka"):
+        return f"{settings.data_dir / 'kafka'} is not on this stack's small filesystem (started before the setting?)"
+    return None
 
 
 def _our_postgres(settings: Settings) -> Any:

@@ -47,7 +47,8 @@ log = logging.getLogger("eventray.chaos.monkey")
 FLOWING_WAIT_S = 60.0
 
 KINDS = ("kill-shard", "kill-runner", "kill-coordinator", "pause-kafka", "restart-kafka",
-         "restart-postgres", "delay-kafka", "reset-kafka", "loss-kafka", "outage-postgres", "starve-shard")
+         "restart-postgres", "delay-kafka", "reset-kafka", "loss-kafka", "outage-postgres", "starve-shard",
+         "partition-postgres", "disk-full-kafka", "disk-full-postgres")
 #: the kinds that act through the stack's Toxiproxy in front of the broker
 PROXY_KINDS = ("reset-kafka", "loss-kafka")
 WORKERS = 4
@@ -287,6 +288,11 @@ def available_kinds(settings: Settings, targets: Targets) -> tuple[list[str], di
         skipped["delay-kafka"] = why
     if not settings.kafka_delay_proxy:
         skipped.update({k: "the broker runs behind no Toxiproxy (EVENTRAY_KAFKA_DELAY_PROXY)" for k in PROXY_KINDS})
+    if not settings.postgres_proxy:
+        skipped["partition-postgres"] = "PostgreSQL runs behind no Toxiproxy (EVENTRAY_POSTGRES_PROXY)"
+    why = faults.disk_full_available(settings)
+    if why:
+        skipped.update({k: why for k in ("disk-full-kafka", "disk-full-postgres")})
     return [k for k in KINDS if k not in skipped], skipped
 
 
@@ -315,6 +321,12 @@ def inject(settings: Settings, kind: str, rng: random.Random, targets: Targets) 
         return faults.starve_shard(settings, rng.uniform(3.0, 8.0), topic=targets.topic, share=0.1, rng=rng)
     if kind == "loss-kafka":
         return faults.loss_kafka(settings, rng.uniform(4.0, 10.0), rng.choice((0.3, 0.6, 1.0)))
+    if kind == "partition-postgres":
+        return faults.partition_postgres(settings, rng.uniform(5.0, 15.0))
+    if kind == "disk-full-kafka":
+        return faults.disk_full_kafka(settings, rng.uniform(3.0, 8.0))
+    if kind == "disk-full-postgres":
+        return faults.disk_full_postgres(settings, rng.uniform(3.0, 8.0))
     raise ValueError(f"cannot inject {kind!r} at {targets}; known kinds: {', '.join(KINDS)}")
 
 

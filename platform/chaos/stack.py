@@ -30,7 +30,11 @@ def chaos_env(home: Path, *, base: int = 29000, netns_ip: str | None = None) -> 
         # the ingress over HTTPS only (Serve's proxy and the direct-ingress replica ports), with
         # the certificate the stack's dev CA issues: the chaos suite's requests all go through it
         "EVENTRAY_HTTPS": "1",
+        # clients reach PostgreSQL through the stack's Toxiproxy (partition-postgres)
+        "EVENTRAY_POSTGRES_PROXY": "1",
     }
+    if os.geteuid() == 0:  # disk-full-kafka / disk-full-postgres: the data on small filesystems it mounts
+        env["EVENTRAY_DATA_FS_MB"] = "768"
     if netns_ip:  # delay-kafka with tc netem (root, a kernel with sch_netem)
         env["EVENTRAY_KAFKA_NETNS_IP"] = netns_ip
     else:  # delay-kafka with a Toxiproxy in front of the broker: any kernel

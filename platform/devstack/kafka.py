@@ -334,6 +334,10 @@ def start(settings: Settings) -> PieceStatus:
             _proc.require_port(settings.kafka_port, "Kafka", "kafka_port")
             _proc.require_port(settings.kafka_controller_port, "Kafka's controller", "kafka_controller_port")
         config = _write_config(settings)
+        if settings.data_fs_mb:  # the log directory on a small filesystem of the stack's own (disk-full-kafka)
+            from . import smallfs
+
+            smallfs.ensure(settings, _data_dir(settings), settings.data_fs_mb)
         _format(settings, java, config)
         settings.logs_dir.mkdir(parents=True, exist_ok=True)
         args = [
@@ -372,7 +376,7 @@ def stop(settings: Settings) -> bool:
     if settings.kafka_delay_proxy:
         from . import toxiproxy
 
-        toxiproxy.stop(settings)
+        toxiproxy.remove_proxy(settings, toxiproxy.PROXY)  # the server goes on (``dev down`` stops it)
     pid = _running_pid(settings)
     if pid is None:
         _pid_file(settings).unlink(missing_ok=True)

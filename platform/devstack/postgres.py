@@ -267,6 +267,10 @@ def start(settings: Settings) -> PieceStatus:
     if pid is None:
         bins = _require_bin_dir()
         if not (cdir / "PG_VERSION").exists():
+            if settings.data_fs_mb:  # on a small filesystem of the stack's own (disk-full-postgres)
+                from . import smallfs
+
+                smallfs.ensure(settings, cdir, settings.data_fs_mb, owner="postgres" if _proc.is_root() else None)
             _initdb(settings, bins, cdir)
         link = settings.data_dir / "postgres"
         if cdir != link and not link.exists():
@@ -294,6 +298,10 @@ def start(settings: Settings) -> PieceStatus:
     StackState.update(settings.home, postgres_port=port, postgres_dir=str(cdir))
     _proc.wait_until(lambda: _create_database(settings, port), timeout=60,
                      what=f"PostgreSQL on 127.0.0.1:{port}", log_file=log_file)
+    if settings.postgres_proxy:  # clients go through the chaos proxy (effective_settings says so)
+        from . import toxiproxy
+
+        toxiproxy.ensure_proxy(settings, toxiproxy.POSTGRES, toxiproxy.postgres_proxy_port(settings), port)
     return PieceStatus("postgres", "running", _dsn(settings, port), pid, started, str(cdir))
 
 
@@ -328,6 +336,10 @@ def ready(dsn: str) -> bool:
 
 def stop(settings: Settings) -> bool:
     """Stop the dev server (``pg_ctl stop -m fast``); True when one was running."""
+    if settings.postgres_proxy:
+        from . import toxiproxy
+
+        toxiproxy.remove_proxy(settings, toxiproxy.POSTGRES)  # refused, as the server itself would be
     state = StackState.load(settings.home)
     cdir = cluster_dir(settings, state)
     pid, _ = _postmaster(cdir)

@@ -17,7 +17,7 @@ from rich.table import Table
 from eventray.platform.errors import StackError
 from eventray.platform.settings import Settings
 
-from . import certs, kafka, postgres, rayhead
+from . import certs, kafka, postgres, rayhead, smallfs, toxiproxy
 from .state import PieceStatus, StackState, effective_settings, locked, state_file
 
 log = logging.getLogger("eventray.devstack")
@@ -206,6 +206,8 @@ def down(settings: Settings | None = None, *, purge: bool = False) -> tuple[str,
                 continue
             if module.stop(settings):
                 stopped.append(name)
+        if toxiproxy.stop(settings):  # the chaos proxies in front of the broker and PostgreSQL
+            stopped.append("toxiproxy")
         if purge:
             _purge(settings)
     return tuple(stopped)
@@ -213,6 +215,8 @@ def down(settings: Settings | None = None, *, purge: bool = False) -> tuple[str,
 
 def _purge(settings: Settings) -> None:
     state = StackState.load(settings.home)
+    for mount in smallfs.release_all(settings):  # EVENTRAY_DATA_FS_MB's filesystems, their data with them
+        log.info("unmounted %s", mount)
     doomed = [settings.data_dir, rayhead.temp_dir(settings), settings.home / "run"]
     if settings.database_url is None:
         cdir = postgres.cluster_dir(settings, state)

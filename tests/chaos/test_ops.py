@@ -87,7 +87,7 @@ def test_a_mutation_is_followed_from_graphql_through_the_shard_to_the_projection
     ("kill-shard", "0"), ("kill-runner", "account_balances"), ("kill-coordinator", "--saga", "TransferMoney"),
     ("pause-kafka", "2"), ("restart-kafka",), ("restart-postgres",), ("reset-kafka", "3"),
     ("loss-kafka", "6", "--share", "1"),
-    ("starve-shard", "0", "--for", "4"),
+    ("starve-shard", "0", "--for", "4"), ("partition-postgres", "3"), ("disk-full-postgres", "4"),
 ])
 def test_each_chaos_command_recovers(cli, chaos_stack, args) -> None:
     out = cli("chaos", *args)
@@ -158,6 +158,99 @@ def test_commands_are_acknowledged_while_postgres_is_down(chaos_stack) -> None:
     assert fault.returncode == 0, out + err
     assert "recovered after" in out
     assert acked >= 3, f"{acked} commands acknowledged in 6 s with PostgreSQL down"
+
+
+def test_commands_are_acknowledged_while_postgres_is_cut_off_and_the_read_model_catches_up(chaos_stack) -> None:
+    """partition-postgres: the stack's Toxiproxy in front of PostgreSQL refuses every client while
+    the server runs on; commands are acknowledged meanwhile, and account_balances has them after."""
+    import os
+    import subprocess
+    import sys
+    from urllib.parse import urlsplit
+
+    from eventray.platform.devstack import _proc
+
+    eventray = str(Path(sys.executable).parent / "eventray")
+    client_port = urlsplit(chaos_stack["dsn"]).port  # the clients' DSN: the proxy's port
+    server_port = int(chaos_stack["env"]["EVENTRAY_POSTGRES_PORT"])
+    assert client_port == server_port + 2, (chaos_stack["dsn"], server_port)
+    assert _proc.port_accepts(client_port) and _proc.port_accepts(server_port)
+    fault = subprocess.Popen([eventray, "chaos", "partition-postgres", "12"], env=chaos_stack["env"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while _proc.port_accepts(client_port) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _proc.port_accepts(client_port), "the proxy did not cut PostgreSQL off"
+    assert _proc.port_accepts(server_port), "partition-postgres stopped the server; it must only cut the clients"
+    accounts, t0 = [], time.monotonic()
+    while time.monotonic() - t0 < 6:
+        acct = f"pgcut-{uuid.uuid4().hex[:6]}"
+        body = _mutation(chaos_stack, "openAccount", "OpenAccountInput",
+                         {"accountId": acct, "ownerId": "o", "currency": "EUR"}, f"pgcut-{uuid.uuid4().hex[:8]}")
+        assert body["data"]["openAccount"]["__typename"] == "CommandSuccess", body
+        accounts.append(acct)
+    assert not _proc.port_accepts(client_port), "the partition ended before the commands were sent; lengthen it"
+    out, err = fault.communicate(timeout=120)
+    assert fault.returncode == 0, out + err
+    assert "partition-postgres" in out and "recovered after" in out, out
+    assert len(accounts) >= 3, f"{len(accounts)} commands acknowledged in 6 s with PostgreSQL cut off"
+    token = mint_token("ops-test", "teller", secret=DEV_JWT_SECRET)
+    q = "query($a: ID!) { account(id: $a) { id } }"
+    missing, deadline = set(accounts), time.monotonic() + float(os.environ.get("EVENTRAY_CHAOS_CATCHUP_S", "60"))
+    while missing and time.monotonic() < deadline:
+        for acct in sorted(missing):
+            r = httpx.post(chaos_stack["graphql"], json={"query": q, "variables": {"a": acct}},
+                           headers={"Authorization": f"Bearer {token}"}, timeout=30, verify=chaos_stack["verify"])
+            if (r.json().get("data") or {}).get("account"):
+                missing.discard(acct)
+        time.sleep(0.5)
+    assert not missing, f"account_balances lacks {len(missing)} of the {len(accounts)} accounts opened during the cut"
+
+
+def test_a_full_kafka_disk_gets_retryable_answers_and_no_false_acknowledgement(chaos_stack) -> None:
+    """disk-full-kafka: while the broker's log directory is full (and while the broker, which stops
+    when its only log directory fails, is down until the disk is freed), a command is either
+    acknowledged, and then it is in the log, or answered with a typed RetryableError. Every
+    acknowledged one is there afterwards (a consistent read of its shard), and commands flow again."""
+    import subprocess
+    import sys
+
+    eventray = str(Path(sys.executable).parent / "eventray")
+    ballast = Path(chaos_stack["env"]["EVENTRAY_HOME"]) / "data" / "kafka" / ".eventray-chaos-ballast"
+    fault = subprocess.Popen([eventray, "chaos", "disk-full-kafka", "8"], env=chaos_stack["env"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not ballast.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ballast.exists(), "disk-full-kafka wrote no ballast"
+    answers: dict[str, str] = {}
+    sent_while_full = 0
+    while fault.poll() is None:  # the whole window: full, then the broker started again
+        acct = f"dfk-{uuid.uuid4().hex[:6]}"
+        full = ballast.exists()
+        try:
+            body = _mutation(chaos_stack, "openAccount", "OpenAccountInput",
+                             {"accountId": acct, "ownerId": "o", "currency": "EUR"}, f"dfk-{uuid.uuid4().hex[:8]}")
+        except httpx.ReadTimeout:  # the ingress gave up waiting: not an acknowledgement either
+            answers[acct] = "ReadTimeout"
+            continue
+        answers[acct] = body["data"]["openAccount"]["__typename"]
+        sent_while_full += full
+    out, err = fault.communicate(timeout=300)
+    assert fault.returncode == 0, out + err
+    assert "disk-full-kafka" in out and "recovered after" in out, out
+    assert set(answers.values()) <= {"CommandSuccess", "RetryableError", "ReadTimeout"}, answers
+    assert sent_while_full >= 3, f"only {sent_while_full} commands were sent while the disk was full"
+    token = mint_token("ops-test", "teller", secret=DEV_JWT_SECRET)
+    q = "query($a: ID!) { account(id: $a, consistent: true) { id } }"
+    for acct in [a for a, k in answers.items() if k == "CommandSuccess"]:
+        r = httpx.post(chaos_stack["graphql"], json={"query": q, "variables": {"a": acct}},
+                       headers={"Authorization": f"Bearer {token}"}, timeout=60, verify=chaos_stack["verify"])
+        assert (r.json().get("data") or {}).get("account"), f"{acct} was acknowledged and is not there: {r.text}"
+    body = _mutation(chaos_stack, "openAccount", "OpenAccountInput",
+                     {"accountId": f"dfk-{uuid.uuid4().hex[:6]}", "ownerId": "o", "currency": "EUR"},
+                     f"dfk-{uuid.uuid4().hex[:8]}")
+    assert body["data"]["openAccount"]["__typename"] == "CommandSuccess", body
 
 
 def test_a_killed_replica_loses_no_command_that_clients_resend_with_its_command_id(cli, chaos_stack) -> None:

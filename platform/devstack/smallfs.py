@@ -1,0 +1,143 @@
+"""Small filesystems of the stack's own, so the chaos faults ``disk-full-kafka`` and
+``disk-full-postgres`` can fill a disk without touching the machine's.
+
+With ``EVENTRAY_DATA_FS_MB=N`` (root: it mounts) the broker's log directory and PostgreSQL's
+data directory each live on a tmpfs of ``N`` MiB that the stack mounts when it first starts
+the piece (``ensure``) and unmounts when ``eventray dev down --purge`` deletes the data
+(``release_all``). The mounts are recorded in ``<home>/run/smallfs.json``: ``fill`` and
+``free`` act on a recorded mount only, never on another filesystem.
+
+``fill`` writes a ballast file until the filesystem has no block left (the piece's next write
+fails with ENOSPC); ``free`` deletes it. A tmpfs holds its pages in memory (and swap), so the
+data is lost when it is unmounted or the machine restarts: this is for chaos stacks, whose
+data is thrown away, not for data anyone keeps.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import subprocess
+from pathlib import Path
+
+from eventray.platform.errors import StackError
+from eventray.platform.settings import Settings
+
+from . import _proc
+
+__all__ = ["BALLAST", "ensure", "fill", "free", "is_ours", "release_all"]
+
+log = logging.getLogger("eventray.devstack.smallfs")
+
+BALLAST = ".eventray-chaos-ballast"
+_CHUNK = 4 * 1024 * 1024
+
+
+def _record(settings: Settings) -> Path:
+    return settings.home / "run" / "smallfs.json"
+
+
+def _mounts(settings: Settings) -> list[str]:
+    try:
+        return list(json.loads(_record(settings).read_text()))
+    except (OSError, ValueError):
+        return []
+
+
+def _save(settings: Settings, mounts: list[str]) -> None:
+    _record(settings).parent.mkdir(parents=True, exist_ok=True)
+    _record(settings).write_text(json.dumps(sorted(set(mounts))))
+
+
+def is_ours(settings: Settings, path: Path) -> bool:
+    """Whether ``path`` is a small filesystem this stack mounted (and it is mounted now)."""
+    return str(path.resolve()) in _mounts(settings) and os.path.ismount(path)
+
+
+def ensure(settings: Settings, path: Path, mb: int, *, owner: str | None = None) -> None:
+    """Mount a tmpfs of ``mb`` MiB at ``path`` unless this stack's is there already.
+
+    Args:
+        settings: the stack's settings (where the mount is recorded).
+        path: the piece's data directory; it must be absent or empty (nothing is hidden).
+        mb: the size in MiB.
+        owner: the user who owns the filesystem's root (``postgres`` for its data directory).
+
+    Raises:
+        StackError: not root, ``path`` holds data already, or the mount failed.
+    """
+    if is_ours(settings, path):
+        return
+    if not _proc.is_root():
+        raise StackError(f"EVENTRAY_DATA_FS_MB puts {path} on a small filesystem of the stack's own, which needs "
+                         "root to mount; run as root or unset EVENTRAY_DATA_FS_MB")
+    if os.path.ismount(path):
+        raise StackError(f"{path} is a mount point this stack did not make; refusing to mount over it")
+    if path.exists() and any(path.iterdir()):
+        raise StackError(f"{path} holds data already; a small filesystem would hide it. Delete the stack's data "
+                         "first (eventray dev down --purge) or unset EVENTRAY_DATA_FS_MB")
+    path.mkdir(parents=True, exist_ok=True)
+    options = f"size={int(mb)}m,mode=0700"
+    if owner is not None:
+        import pwd
+
+        pw = pwd.getpwnam(owner)
+        options += f",uid={pw.pw_uid},gid={pw.pw_gid}"
+    _proc.run(["mount", "-t", "tmpfs", "-o", options, "eventray-chaos", str(path)],
+              what=f"mounting a {mb} MiB tmpfs at {path}", timeout=30)
+    _save(settings, [*_mounts(settings), str(path.resolve())])
+    log.info("mounted a %d MiB tmpfs at %s", mb, path)
+
+
+def fill(settings: Settings, path: Path) -> tuple[Path, int]:
+    """Fill this stack's small filesystem at ``path`` with a ballast file until no block is left.
+
+    Returns:
+        The ballast file and its size in bytes.
+
+    Raises:
+        StackError: ``path`` is not a small filesystem this stack mounted.
+    """
+    if not is_ours(settings, path):
+        raise StackError(f"{path} is not a small filesystem of this stack (EVENTRAY_DATA_FS_MB, root); refusing "
+                         "to fill it")
+    ballast = path / BALLAST
+    written = 0
+    block = b"\0" * _CHUNK
+    with open(ballast, "ab", buffering=0) as f:
+        while True:
+            try:
+                n = f.write(block)
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+                if len(block) == 1:
+                    break
+                block = block[: max(1, len(block) // 16)]
+                continue
+            written += n or 0
+    log.info("filled %s: a %d-byte ballast", path, written)
+    return ballast, written
+
+
+def free(ballast: Path) -> None:
+    """Delete a ballast file ``fill`` wrote."""
+    if ballast.name != BALLAST:
+        raise StackError(f"{ballast} is not a chaos ballast file")
+    ballast.unlink(missing_ok=True)
+
+
+def release_all(settings: Settings) -> list[str]:
+    """Unmount every small filesystem this stack mounted (its data goes with it); the paths unmounted."""
+    done = []
+    for mount in _mounts(settings):
+        if os.path.ismount(mount):
+            result = subprocess.run(["umount", mount], capture_output=True, text=True, timeout=60)
+            if result.returncode != 0:
+                log.warning("umount %s failed: %s", mount, result.stderr.strip())
+                continue
+            done.append(mount)
+    _record(settings).unlink(missing_ok=True)
+    return done
