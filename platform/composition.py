@@ -157,7 +157,7 @@ class Runtime:
         return make_writer(self.settings.kafka_client, bootstrap=self.settings.kafka_address, topic=self.topic,
                            partition=partition, transactional_id=self.transactional_id(partition),
                            transaction_timeout_ms=self.settings.transaction_timeout_ms,
-                           tls=self.settings.tls_files())
+                           commit_timeout_s=self.settings.commit_timeout_s, tls=self.settings.tls_files())
 
     def reader(self, partition: int, *, topic: str | None = None, **options: Any) -> Any:  # -> PartitionReader
         """A read_committed reader of one partition of the event topic (or ``topic``)."""

@@ -123,6 +123,12 @@ class Settings(BaseSettings):
     partitions: int = 4
     dead_letter_topic: str = "eventray.dead-letters"
     transaction_timeout_ms: int = 60_000
+    commit_timeout_s: float = Field(
+        default=10.0, gt=0, description="how long a shard waits for its transaction's commit before it treats "
+        "the outcome as unknown: it re-creates its producer and re-reads the partition's tail, so nothing "
+        "acknowledged is lost or doubled either way. A commit the broker left unanswered across its restart "
+        "costs this long, so it bounds how soon commands flow again (a commit takes milliseconds otherwise)"
+    )
     kafka_client: Literal["kafka-python", "confluent-kafka"] = Field(
         default="kafka-python", description="Kafka client of the shards' transactional writers and of the "
         "event-log readers (shard recovery, projection hosts and runners, live subscriptions): 'kafka-python' "

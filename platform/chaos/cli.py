@@ -30,6 +30,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     s.add_argument("name")
     s.add_argument("--version", type=int, default=None, help="only that version's runners (default: any)")
     add_app_argument(s)
+    s = sub.add_parser("oom-runner", help="drive a runner of projection NAME (or the actor NAME) past a memory "
+                       "limit (a memory cgroup of its own, root) until the kernel kills it")
+    s.add_argument("name")
+    s.add_argument("--version", type=int, default=None, help="only a runner of this version of the projection")
+    s.add_argument("--headroom-kb", type=int, default=64,
+                   help="KiB of new memory it may map before the kernel kills it (default 64)")
+    add_app_argument(s)
     s = sub.add_parser("kill-coordinator", help="SIGKILL a saga coordinator (random when N is omitted)")
     s.add_argument("index", nargs="?", type=int)
     s.add_argument("--saga", default=None, help="saga name (default: the app's only saga)")
@@ -107,16 +114,20 @@ def _main(args: argparse.Namespace) -> int:
         report = monkey.run(load_runtime(args), settings, duration_s=args.duration, seed=args.seed,
                             out=console.print)
         return 0 if report.ok else 1
-    if args.fault in ("kill-shard", "kill-runner", "kill-coordinator", "starve-shard"):
+    if args.fault in ("kill-shard", "kill-runner", "kill-coordinator", "starve-shard", "oom-runner"):
         rt = load_runtime(args)
         if args.fault == "kill-shard":
             result = faults.kill_shard(settings, args.index, topic=rt.topic)
         elif args.fault == "starve-shard":
             result = faults.starve_shard(settings, args.seconds, args.index, topic=rt.topic, share=args.share)
-        elif args.fault == "kill-runner":
+        elif args.fault in ("kill-runner", "oom-runner"):
             if not args.name.startswith("projection:"):
                 rt.app.projection(args.name)  # an unknown name fails here, naming the app's projections
-            result = faults.kill_runner(settings, args.name, topic=rt.topic, version=args.version)
+            if args.fault == "kill-runner":
+                result = faults.kill_runner(settings, args.name, topic=rt.topic, version=args.version)
+            else:
+                result = faults.oom_runner(settings, args.name, topic=rt.topic, version=args.version,
+                                           headroom_kb=args.headroom_kb)
         else:
             result = faults.kill_coordinator(settings, _saga(rt, args.saga), args.index, topic=rt.topic)
     else:

@@ -25,6 +25,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from eventray.platform.devstack import _proc, certs, kafka, netns, postgres, rayhead, smallfs, toxiproxy
@@ -35,7 +36,7 @@ from eventray.platform.settings import Settings, with_postgres_tls
 
 __all__ = ["NAMESPACE", "FaultResult", "connect", "delay_available", "delay_kafka", "disk_full_available",
            "disk_full_kafka", "disk_full_postgres", "kill_coordinator",
-           "kill_replica", "kill_runner", "kill_shard", "loss_kafka", "outage_postgres", "partition_postgres",
+           "kill_replica", "kill_runner", "kill_shard", "oom_available", "oom_runner", "loss_kafka", "outage_postgres", "partition_postgres",
            "pause_kafka", "reset_kafka",
            "restart_kafka", "restart_postgres", "starve_shard"]
 
@@ -81,8 +82,10 @@ def connect(settings: Settings, *, runtime_env: dict[str, Any] | None = None) ->
     composition.connect_ray(effective_settings(settings), runtime_env=runtime_env)
 
 
-def _kill_actor(settings: Settings, name: str, kind: str, wait_ready: Callable[[Any], Any]) -> FaultResult:
-    """SIGKILL the process of a named actor of this stack; Ray restarts it; wait until ready."""
+def _kill_actor(settings: Settings, name: str, kind: str, wait_ready: Callable[[Any], Any],
+                how: Callable[[int], str] | None = None) -> FaultResult:
+    """SIGKILL the process of a named actor of this stack (or end it ``how(pid) -> detail`` says);
+    Ray restarts it; wait until ready."""
     import ray
 
     connect(settings)
@@ -95,7 +98,11 @@ def _kill_actor(settings: Settings, name: str, kind: str, wait_ready: Callable[[
     if pid not in _stack_pids(settings):
         raise StackError(f"actor {name} runs as pid {pid}, which this stack's Ray head did not start; refusing")
     t0 = time.monotonic()
-    os.kill(pid, signal.SIGKILL)
+    if how is None:
+        os.kill(pid, signal.SIGKILL)
+        detail = f"pid {pid} killed"
+    else:
+        detail = how(pid)
     deadline = t0 + 180
     while True:
         try:
@@ -107,7 +114,7 @@ def _kill_actor(settings: Settings, name: str, kind: str, wait_ready: Callable[[
         if time.monotonic() > deadline:
             raise StackError(f"{name} did not come back within 180s after being killed")
         time.sleep(0.2)
-    return FaultResult(kind, name, time.monotonic() - t0, f"pid {pid} killed")
+    return FaultResult(kind, name, time.monotonic() - t0, detail)
 
 
 def _named(prefix: str) -> list[str]:
@@ -162,35 +169,117 @@ def kill_runner(settings: Settings, name: str, *, topic: str, version: int | Non
         version: only the runners of this version of the projection; ``None``: any version's.
         rng: where a random choice comes from.
     """
-    import ray
+    return _kill_actor(settings, _runner_actor(settings, name, topic, version, rng), "kill-runner", _runner_ready)
 
+
+def _runner_actor(settings: Settings, name: str, topic: str, version: int | None, rng: random.Random | None) -> str:
+    """The runner or host actor ``name`` means (see :func:`kill_runner`)."""
     from eventray.platform.projections.host import applying_group, hosting_group
     from eventray.platform.runtime.actors import group_prefix
 
     connect(settings)
     missing = f"no runner of projection {name!r} on topic {topic!r} runs on this stack"
     if name.startswith("projection:"):
-        actor = name
-    elif version is not None:
+        return name
+    if version is not None:
         group = applying_group(topic, name, version)
         if group is None:
             raise StackError(missing + f" (version {version})")
-        actor = _pick(group, None, rng, missing + f" (version {version})")
-    else:  # any version: the runner names of every version share this prefix
-        candidates = _named(group_prefix("projection", topic, name))
-        hosts = None if candidates else hosting_group(topic, name)
-        if hosts is not None:  # no replay is building it: its host applies it
-            candidates = sorted(hosts.live().values())
-        if not candidates:
-            raise StackError(missing)
-        actor = (rng or random).choice(candidates)
+        return _pick(group, None, rng, missing + f" (version {version})")
+    # any version: the runner names of every version share this prefix
+    candidates = _named(group_prefix("projection", topic, name))
+    hosts = None if candidates else hosting_group(topic, name)
+    if hosts is not None:  # no replay is building it: its host applies it
+        candidates = sorted(hosts.live().values())
+    if not candidates:
+        raise StackError(missing)
+    return (rng or random).choice(candidates)
 
-    def ready(h: Any) -> None:
-        d = ray.get(h.describe.remote(), timeout=30)
-        if not d.get("running"):
-            raise RuntimeError("runner not running yet")
 
-    return _kill_actor(settings, actor, "kill-runner", ready)
+def _runner_ready(h: Any) -> None:
+    import ray
+
+    d = ray.get(h.describe.remote(), timeout=30)
+    if not d.get("running"):
+        raise RuntimeError("runner not running yet")
+
+
+#: where the kernel's cgroup v1 memory controller is mounted (oom-runner)
+MEMORY_CGROUPS = Path("/sys/fs/cgroup/memory")
+
+
+def oom_available() -> str | None:
+    """None when oom-runner can run here (root, a writable cgroup v1 memory controller), else why not."""
+    if not _proc.is_root():
+        return "oom-runner puts a process in a memory cgroup of its own, which needs root"
+    if not (MEMORY_CGROUPS / "cgroup.procs").exists():
+        return f"no cgroup v1 memory controller at {MEMORY_CGROUPS}"
+    return None
+
+
+def oom_runner(settings: Settings, name: str, *, topic: str, version: int | None = None,
+               headroom_kb: int = 64, timeout_s: float = 60.0, rng: random.Random | None = None) -> FaultResult:
+    """Drive a projection runner or host past a memory limit until the kernel kills it (OOM);
+    Ray restarts it; wait until it runs again.
+
+    The process moves into a memory cgroup of its own (under its current one) that may charge
+    ``headroom_kb`` KiB of new pages (what it held stays charged where it was). A host applying
+    events maps new pages as it goes (Python's allocator returns emptied arenas and maps new
+    ones), so the kernel's OOM killer ends it once enough events came. When it is still alive after
+    ``timeout_s`` (no events came), it goes back to its cgroup and the fault fails.
+    """
+    why = oom_available()
+    if why:
+        raise StackError(why)
+    actor = _runner_actor(settings, name, topic, version, rng)
+
+    def past_the_limit(pid: int) -> str:
+        parent = _memory_cgroup(pid)
+        cg = parent / f"eventray-chaos-oom-{pid}"
+        cg.mkdir(exist_ok=True)
+        try:
+            # what it holds stays charged where it was (kernels since 6.x no longer move charges),
+            # so the limit is on the pages it maps from now on
+            limit = headroom_kb << 10
+            (cg / "memory.limit_in_bytes").write_text(str(limit))
+            (cg / "cgroup.procs").write_text(str(pid))
+            deadline = time.monotonic() + timeout_s
+            while _proc.pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if _proc.pid_alive(pid):
+                (cg / "memory.limit_in_bytes").write_text("-1")
+                (parent / "cgroup.procs").write_text(str(pid))
+                raise StackError(f"pid {pid} mapped less than {headroom_kb} KiB of new memory in {timeout_s:.0f}s "
+                                 "(no events to apply?); it was moved back and runs on")
+            return f"pid {pid} OOM-killed past {headroom_kb} KiB of new memory"
+        finally:
+            _rmdir_when_empty(cg)
+
+    return _kill_actor(settings, actor, "oom-runner", _runner_ready, how=past_the_limit)
+
+
+def _memory_cgroup(pid: int) -> Path:
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return MEMORY_CGROUPS / path.lstrip("/")
+    raise StackError(f"pid {pid} is in no cgroup v1 memory hierarchy")
+
+
+def _rmdir_when_empty(cg: Path, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            cg.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:  # the killed process is still being reaped
+            if time.monotonic() > deadline:
+                log.warning("could not remove the cgroup %s", cg)
+                return
+            time.sleep(0.1)
+
 
 
 def kill_coordinator(settings: Settings, saga: str, index: int | None = None, *, topic: str,

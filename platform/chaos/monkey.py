@@ -48,7 +48,7 @@ FLOWING_WAIT_S = 60.0
 
 KINDS = ("kill-shard", "kill-runner", "kill-coordinator", "pause-kafka", "restart-kafka",
          "restart-postgres", "delay-kafka", "reset-kafka", "loss-kafka", "outage-postgres", "starve-shard",
-         "partition-postgres", "disk-full-kafka", "disk-full-postgres")
+         "partition-postgres", "disk-full-kafka", "disk-full-postgres", "oom-runner")
 #: the kinds that act through the stack's Toxiproxy in front of the broker
 PROXY_KINDS = ("reset-kafka", "loss-kafka")
 WORKERS = 4
@@ -283,6 +283,9 @@ def available_kinds(settings: Settings, targets: Targets) -> tuple[list[str], di
         skipped["kill-runner"] = f"projection {targets.projection} has no current version"
     elif applying_group(targets.topic, targets.projection, targets.version) is None:
         skipped["kill-runner"] = f"no {targets.projection} runners run on this topic"
+    why = skipped.get("kill-runner") or faults.oom_available()
+    if why:
+        skipped["oom-runner"] = why
     why = faults.delay_available(settings)
     if why:
         skipped["delay-kafka"] = why
@@ -303,6 +306,9 @@ def inject(settings: Settings, kind: str, rng: random.Random, targets: Targets) 
     if kind == "kill-runner" and targets.projection is not None:
         return faults.kill_runner(settings, targets.projection, topic=targets.topic, version=targets.version,
                                   rng=rng)
+    if kind == "oom-runner" and targets.projection is not None:
+        return faults.oom_runner(settings, targets.projection, topic=targets.topic, version=targets.version,
+                                 rng=rng)
     if kind == "kill-coordinator" and targets.saga is not None:
         return faults.kill_coordinator(settings, targets.saga, topic=targets.topic, rng=rng)
     if kind == "pause-kafka":

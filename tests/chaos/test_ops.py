@@ -253,6 +253,55 @@ def test_a_full_kafka_disk_gets_retryable_answers_and_no_false_acknowledgement(c
     assert body["data"]["openAccount"]["__typename"] == "CommandSuccess", body
 
 
+def test_an_oom_killed_projection_host_comes_back_and_its_read_model_equals_the_log(cli, chaos_stack) -> None:
+    """oom-runner: while deposits flow, account_balances' host is held to little new memory (a
+    memory cgroup of its own, 64 KiB of new pages) until the kernel's OOM killer ends it; Ray restarts it, and each
+    account's read-model balance and version come to equal its shard's (the fold of the log)."""
+    import threading
+
+    accounts = [f"oom-{uuid.uuid4().hex[:6]}" for _ in range(4)]
+    for acct in accounts:
+        body = _mutation(chaos_stack, "openAccount", "OpenAccountInput",
+                         {"accountId": acct, "ownerId": "o", "currency": "EUR"}, f"oom-{uuid.uuid4().hex[:8]}")
+        assert body["data"]["openAccount"]["__typename"] == "CommandSuccess", body
+    stop = threading.Event()
+    answers: list[str] = []
+
+    def deposits() -> None:
+        i = 0
+        while not stop.is_set():
+            body = _mutation(chaos_stack, "deposit", "DepositInput",
+                             {"accountId": accounts[i % len(accounts)], "amount": "5"}, f"oom-{uuid.uuid4().hex[:8]}")
+            answers.append(body["data"]["deposit"]["__typename"])
+            i += 1
+
+    load = [threading.Thread(target=deposits, daemon=True) for _ in range(4)]
+    for t in load:
+        t.start()
+    try:
+        out = cli("chaos", "oom-runner", "account_balances")
+    finally:
+        stop.set()
+        for t in load:
+            t.join(timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "OOM-killed" in out.stdout and "recovered after" in out.stdout, out.stdout
+    assert answers and set(answers) <= {"CommandSuccess", "RetryableError"}, answers
+    token = mint_token("ops-test", "teller", secret=DEV_JWT_SECRET)
+    q = "query($a: ID!) { log: account(id: $a, consistent: true) { balance version } " \
+        "model: account(id: $a) { balance version } }"
+    pending, deadline = set(accounts), time.monotonic() + 60
+    while pending and time.monotonic() < deadline:
+        for acct in sorted(pending):
+            r = httpx.post(chaos_stack["graphql"], json={"query": q, "variables": {"a": acct}},
+                           headers={"Authorization": f"Bearer {token}"}, timeout=30, verify=chaos_stack["verify"])
+            data = r.json()["data"]
+            if data["model"] == data["log"]:
+                pending.discard(acct)
+        time.sleep(0.5)
+    assert not pending, f"account_balances differs from the log for {sorted(pending)} after the OOM kill"
+
+
 def test_a_killed_replica_loses_no_command_that_clients_resend_with_its_command_id(cli, chaos_stack) -> None:
     import threading
 

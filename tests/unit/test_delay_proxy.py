@@ -37,3 +37,24 @@ def test_delay_is_refused_on_a_proxy_this_stack_did_not_start(tmp_path: Path) ->
 def test_delay_is_unavailable_without_a_namespace_or_a_proxy(tmp_path: Path) -> None:
     why = faults.delay_available(Settings(home=tmp_path))
     assert why is not None and "EVENTRAY_KAFKA_DELAY_PROXY" in why and "EVENTRAY_KAFKA_NETNS_IP" in why
+
+
+def test_behind_the_postgres_proxy_clients_connect_two_ports_up(tmp_path: Path) -> None:
+    from urllib.parse import urlsplit
+
+    from eventray.platform.devstack.state import effective_settings
+
+    plain = effective_settings(Settings(home=tmp_path, postgres_port=29432))
+    assert urlsplit(plain.database_url).port == 29432
+    proxied = effective_settings(Settings(home=tmp_path, postgres_port=29432, postgres_proxy=True))
+    assert urlsplit(proxied.database_url).port == toxiproxy.postgres_proxy_port(proxied) == 29434
+    assert proxied.postgres_port == 29432  # the server's own port, for the stack's own connections
+
+
+def test_partition_is_refused_without_the_stacks_own_postgres_or_proxy(tmp_path: Path) -> None:
+    with pytest.raises(StackError, match="external"):
+        faults.partition_postgres(Settings(home=tmp_path, database_url="postgresql://x@db.example/x"), 1)
+    with pytest.raises(StackError, match="no PostgreSQL started by this stack"):
+        faults.partition_postgres(Settings(home=tmp_path, postgres_proxy=True), 1)
+    with pytest.raises(StackError, match="no Toxiproxy started by this stack"):
+        toxiproxy.set_enabled(Settings(home=tmp_path, postgres_proxy=True), False, proxy=toxiproxy.POSTGRES)
