@@ -210,7 +210,8 @@ def set_toxic(settings: Settings, name: str, kind: str | None, attributes: dict[
     """
     _require_running(settings)
     toxics = f"/proxies/{proxy}/toxics"
-    if name in {t.get("name") for t in _api(settings, "get", toxics) or []}:  # type: ignore[union-attr]
+    present = _api(settings, "get", toxics)
+    if isinstance(present, list) and name in {t.get("name") for t in present if isinstance(t, dict)}:
         _api(settings, "delete", f"{toxics}/{name}")
     if kind is not None:
         _api(settings, "post", toxics, json={"name": name, "type": kind, "stream": stream, "toxicity": toxicity,
