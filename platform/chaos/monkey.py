@@ -51,6 +51,8 @@ KINDS = ("kill-shard", "kill-runner", "kill-coordinator", "pause-kafka", "restar
          "partition-postgres", "disk-full-kafka", "disk-full-postgres", "oom-runner")
 #: the kinds that act through the stack's Toxiproxy in front of the broker
 PROXY_KINDS = ("reset-kafka", "loss-kafka")
+#: the fault kinds whose windows the availability goal leaves out (commands cannot flow in them)
+AVAILABILITY_EXCLUDES = ("restart-kafka", "disk-full-")
 WORKERS = 4
 
 
@@ -77,6 +79,12 @@ class MonkeyReport:
     lines: list[str] = field(default_factory=list)
     #: False when the domain found a broken promise of its own (not counted in ``mismatched``)
     domain_ok: bool = True
+    #: monotonic times at which the workload had new acknowledgements (sampled every 50 ms)
+    ack_times: list[float] = field(default_factory=list)
+    #: (kind, start, end) of each fault: from its start until commands were acknowledged again
+    windows: list[tuple[str, float, float]] = field(default_factory=list)
+    #: monotonic start and end of the workload's run under faults
+    span: tuple[float, float] = (0.0, 0.0)
 
     def slowest(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -93,9 +101,41 @@ class MonkeyReport:
             out[f.kind] = None if s is None or before is None else max(before, s)
         return out
 
+    def availability(self, excluding: tuple[str, ...] = ()) -> tuple[float, int]:
+        """(share, seconds): of the run's whole seconds, those in which a command was acknowledged;
+        seconds that overlap a fault whose kind starts with one of ``excluding`` are left out."""
+        start, end = self.span
+        skip = [(a, b) for k, a, b in self.windows if k.startswith(excluding)] if excluding else []
+        acked = {int(t - start) for t in self.ack_times if start <= t < end}
+        counted = [i for i in range(int(end - start))
+                   if not any(a < start + i + 1 and b > start + i for a, b in skip)]
+        if not counted:
+            return 1.0, 0
+        return sum(1 for i in counted if i in acked) / len(counted), len(counted)
+
+    def longest_gap(self) -> tuple[float, str]:
+        """The longest time without an acknowledged command in the run, and the faults it overlapped."""
+        start, end = self.span
+        times = [start, *sorted(t for t in self.ack_times if start <= t <= end), end]
+        gap, a, b = max((b - a, a, b) for a, b in zip(times, times[1:], strict=False))
+        during = sorted({k for k, s, e in self.windows if s < b and e > a})
+        return gap, ", ".join(during) or "no fault"
+
     @property
     def ok(self) -> bool:
         return not (self.lost or self.duplicated or self.mismatched or self.fault_errors) and self.domain_ok
+
+    def _availability_lines(self) -> list[str]:
+        if self.span[1] <= self.span[0]:
+            return []
+        share, seconds = self.availability()
+        outside, rest = self.availability(AVAILABILITY_EXCLUDES)
+        gap, during = self.longest_gap()
+        rate = self.acked / max(1e-9, self.span[1] - self.span[0])
+        return [f"command rate: {rate:.0f}/s over {self.span[1] - self.span[0]:.0f}s",
+                f"command availability: {share:.1%} of {seconds} s; {outside:.1%} of the {rest} s outside "
+                f"{' and '.join(k + '*' for k in AVAILABILITY_EXCLUDES)} windows",
+                f"longest gap without an acknowledged command: {gap:.2f}s (during: {during})"]
 
     def closing_line(self) -> str:
         return (f"{len(self.faults)} faults, {len(self.lost)} lost, {len(self.duplicated)} duplicated, "
@@ -113,6 +153,7 @@ class MonkeyReport:
             lines.append(f"  {kind:18s} skipped: {why}")
         lines += [f"fault errors: {len(self.fault_errors)}" + "".join(f"\n  {e}" for e in self.fault_errors[:5]),
                   f"acknowledged commands: {self.acked} ({self.retries} retries)",
+                  *self._availability_lines(),
                   f"acknowledged commands lost: {len(self.lost)} {self.lost[:5]}",
                   f"commands applied twice: {len(self.duplicated)} {self.duplicated[:5]}",
                   f"projection mismatches: {len(self.mismatched)} {self.mismatched[:5]}",
@@ -407,6 +448,16 @@ def projection_caught_up(rt: Any, name: str, timeout_s: float) -> int | None:
 # --------------------------------------------------------------------------- the run
 
 
+async def _sample_acks(work: Workload, report: MonkeyReport, stop: asyncio.Event) -> None:
+    """Every 50 ms, note when the workload had new acknowledgements (for availability and gaps)."""
+    seen = len(work.acked)
+    while not stop.is_set():
+        await asyncio.sleep(0.05)
+        if len(work.acked) > seen:
+            seen = len(work.acked)
+            report.ack_times.append(time.monotonic())
+
+
 async def _next_ack(work: Workload, began: float) -> float | None:
     """Seconds from ``began`` until the workload's next new acknowledgement (None after the wait)."""
     seen, deadline = len(work.acked), time.monotonic() + FLOWING_WAIT_S
@@ -432,6 +483,8 @@ async def _run(rt: Any, settings: Settings, factory: WorkloadFactory, *, duratio
     t_end = time.monotonic() + duration_s
     hard = t_end + 180
     workers = [asyncio.create_task(work.worker(stop, hard)) for _ in range(WORKERS)]
+    report.span = (time.monotonic(), t_end)
+    sampler = asyncio.create_task(_sample_acks(work, report, stop))
     # one fault at a time, every fault kind once before any repeats, with a pause between
     order: list[str] = []
     while time.monotonic() < t_end - 3:
@@ -446,6 +499,7 @@ async def _run(rt: Any, settings: Settings, factory: WorkloadFactory, *, duratio
             flowing = await _next_ack(work, began)
             report.faults.append(result)
             report.flowing.append(flowing)
+            report.windows.append((kind, began, began + (flowing if flowing is not None else FLOWING_WAIT_S)))
             out(f"  {kind:18s} {result.target}: back after {result.recovered_s:.2f}s, {during} commands "
                 f"acknowledged during it, next after "
                 + (f"{flowing:.2f}s " if flowing is not None else "none yet ") + result.detail)
@@ -453,8 +507,9 @@ async def _run(rt: Any, settings: Settings, factory: WorkloadFactory, *, duratio
             report.fault_errors.append(f"{kind}: {type(e).__name__}: {e}")
             out(f"  {kind:18s} FAILED: {e}")
         await asyncio.sleep(min(max(0.0, t_end - time.monotonic()), rng.uniform(1.0, 4.0)))
+    report.span = (report.span[0], time.monotonic())
     stop.set()
-    await asyncio.gather(*workers)
+    await asyncio.gather(*workers, sampler)
     report.acked, report.retries = len(work.acked), work.retries
     records = await asyncio.to_thread(_committed_records, rt, tag)
     report.lost, report.duplicated = check_log(records, work.acked)

@@ -50,3 +50,22 @@ def test_the_report_gives_per_kind_the_slowest_time_until_commands_were_acknowle
 
     waited = asyncio.run(scenario())
     assert waited is not None and 1.15 <= waited < 2.0, waited
+
+
+def test_availability_counts_seconds_with_an_acknowledgement_and_can_leave_fault_windows_out() -> None:
+    from eventray.platform.chaos import monkey
+
+    # a 10 s run: acks every 0.5 s, except from 3.0 to 6.0 (a broker restart) and 8.2 to 9.0
+    acks = [t / 2 for t in range(20) if not 6 <= t < 12 and not 16 < t < 18]
+    report = monkey.MonkeyReport(acked=40, ack_times=[100.0 + t for t in acks], span=(100.0, 110.0),
+                                 windows=[("restart-kafka", 102.8, 106.1), ("kill-shard", 108.1, 108.9)])
+    share, seconds = report.availability()
+    assert (seconds, share) == (10, 0.7)  # seconds 3, 4, 5 had none
+    outside, rest = report.availability(monkey.AVAILABILITY_EXCLUDES)
+    assert (rest, outside) == (5, 1.0)  # seconds 2-6 overlap the restart's window
+    gap, during = report.longest_gap()
+    assert abs(gap - 3.5) < 1e-9 and during == "restart-kafka"
+    text = report.render()
+    assert "command availability: 70.0% of 10 s; 100.0% of the 5 s outside restart-kafka* and disk-full-* windows" in text
+    assert "longest gap without an acknowledged command: 3.50s (during: restart-kafka)" in text
+    assert "command rate: 4/s over 10s" in text
