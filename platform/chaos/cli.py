@@ -34,8 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                        "limit (a memory cgroup of its own, root) until the kernel kills it")
     s.add_argument("name")
     s.add_argument("--version", type=int, default=None, help="only a runner of this version of the projection")
-    s.add_argument("--headroom-kb", type=int, default=64,
-                   help="KiB of new memory it may map before the kernel kills it (default 64)")
+    s.add_argument("--limit-mb", type=int, default=32,
+                   help="MiB of new memory it may take; it is driven to twice that (default 32)")
     add_app_argument(s)
     s = sub.add_parser("kill-coordinator", help="SIGKILL a saga coordinator (random when N is omitted)")
     s.add_argument("index", nargs="?", type=int)
@@ -127,7 +127,7 @@ def _main(args: argparse.Namespace) -> int:
                 result = faults.kill_runner(settings, args.name, topic=rt.topic, version=args.version)
             else:
                 result = faults.oom_runner(settings, args.name, topic=rt.topic, version=args.version,
-                                           headroom_kb=args.headroom_kb)
+                                           limit_mb=args.limit_mb)
         else:
             result = faults.kill_coordinator(settings, _saga(rt, args.saga), args.index, topic=rt.topic)
     else:

@@ -218,40 +218,43 @@ def oom_available() -> str | None:
 
 
 def oom_runner(settings: Settings, name: str, *, topic: str, version: int | None = None,
-               headroom_kb: int = 64, timeout_s: float = 60.0, rng: random.Random | None = None) -> FaultResult:
+               limit_mb: int = 32, rng: random.Random | None = None) -> FaultResult:
     """Drive a projection runner or host past a memory limit until the kernel kills it (OOM);
     Ray restarts it; wait until it runs again.
 
     The process moves into a memory cgroup of its own (under its current one) that may charge
-    ``headroom_kb`` KiB of new pages (what it held stays charged where it was). A host applying
-    events maps new pages as it goes (Python's allocator returns emptied arenas and maps new
-    ones), so the kernel's OOM killer ends it once enough events came. When it is still alive after
-    ``timeout_s`` (no events came), it goes back to its cgroup and the fault fails.
+    ``limit_mb`` MiB of new pages (what it held stays charged where it was: kernels since 6.x
+    move no charges). The fault then drives it past that: the actor allocates and touches
+    twice as much (``hold_memory``), as a leak would, and the kernel's OOM killer ends it.
     """
+    import ray
+
     why = oom_available()
     if why:
         raise StackError(why)
     actor = _runner_actor(settings, name, topic, version, rng)
 
     def past_the_limit(pid: int) -> str:
+        handle = ray.get_actor(actor, namespace=NAMESPACE)
         parent = _memory_cgroup(pid)
         cg = parent / f"eventray-chaos-oom-{pid}"
         cg.mkdir(exist_ok=True)
         try:
-            # what it holds stays charged where it was (kernels since 6.x no longer move charges),
-            # so the limit is on the pages it maps from now on
-            limit = headroom_kb << 10
-            (cg / "memory.limit_in_bytes").write_text(str(limit))
+            (cg / "memory.limit_in_bytes").write_text(str(limit_mb << 20))
             (cg / "cgroup.procs").write_text(str(pid))
-            deadline = time.monotonic() + timeout_s
-            while _proc.pid_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if _proc.pid_alive(pid):
+            try:
+                answer: Any = ray.get(handle.hold_memory.remote(2 * limit_mb), timeout=60)
+            except Exception as e:  # noqa: BLE001 - the actor died under the call: the point
+                log.debug("%s died holding memory: %s", actor, e)
+            else:
                 (cg / "memory.limit_in_bytes").write_text("-1")
                 (parent / "cgroup.procs").write_text(str(pid))
-                raise StackError(f"pid {pid} mapped less than {headroom_kb} KiB of new memory in {timeout_s:.0f}s "
-                                 "(no events to apply?); it was moved back and runs on")
-            return f"pid {pid} OOM-killed past {headroom_kb} KiB of new memory"
+                raise StackError(f"pid {pid} held {int(answer) >> 20} MiB past a {limit_mb} MiB limit and lives; "
+                                 "is the memory controller enforcing limits here?")
+            deadline = time.monotonic() + 30
+            while _proc.pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            return f"pid {pid} OOM-killed past {limit_mb} MiB of new memory"
         finally:
             _rmdir_when_empty(cg)
 

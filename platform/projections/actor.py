@@ -182,6 +182,12 @@ class ProjectionRunnerActor:
 
         return os.getpid()
 
+    def hold_memory(self, mb: int) -> int:
+        """Chaos (``oom-runner``): keep ``mb`` MiB more of memory (:func:`~eventray.platform.runtime.actors.hold_memory`)."""
+        from eventray.platform.runtime.actors import hold_memory
+
+        return hold_memory(mb)
+
 
 def start_runners(rt: Any, name: str, version: int, *,
                   fault: FaultPoint | dict[int, FaultPoint] | None = None, autostart: bool = True,

@@ -192,6 +192,12 @@ class ProjectionHostActor:
 
         return os.getpid()
 
+    def hold_memory(self, mb: int) -> int:
+        """Chaos (``oom-runner``): keep ``mb`` MiB more of memory (:func:`~eventray.platform.runtime.actors.hold_memory`)."""
+        from eventray.platform.runtime.actors import hold_memory
+
+        return hold_memory(mb)
+
     def _describe(self) -> dict[str, Any]:
         """The host's partitions, and per hosted projection version its runners' progress."""
         with self._lock:

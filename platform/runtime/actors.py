@@ -196,6 +196,19 @@ class ActorGroup:
         return owners
 
 
+#: what :func:`hold_memory` keeps in this process
+_HELD: list[bytearray] = []
+
+
+def hold_memory(mb: int) -> int:
+    """Allocate ``mb`` MiB, touch every page and keep it, as a leak would: the means of the chaos
+    fault ``oom-runner``, which first puts the process under a memory limit. Returns the bytes held."""
+    block = bytearray(int(mb) << 20)
+    memoryview(block)[::4096] = b"\x01" * len(range(0, len(block), 4096))  # every page written
+    _HELD.append(block)
+    return sum(len(b) for b in _HELD)
+
+
 def group_prefix(kind: str, topic: str, *parts: object) -> str:
     """The name prefix of a group: ``<kind>:<topic>:<part>:...:``."""
     return ":".join((kind, topic, *map(str, parts))) + ":"

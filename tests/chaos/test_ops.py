@@ -254,9 +254,10 @@ def test_a_full_kafka_disk_gets_retryable_answers_and_no_false_acknowledgement(c
 
 
 def test_an_oom_killed_projection_host_comes_back_and_its_read_model_equals_the_log(cli, chaos_stack) -> None:
-    """oom-runner: while deposits flow, account_balances' host is held to little new memory (a
-    memory cgroup of its own, 64 KiB of new pages) until the kernel's OOM killer ends it; Ray restarts it, and each
-    account's read-model balance and version come to equal its shard's (the fold of the log)."""
+    """oom-runner: while deposits flow, account_balances' host is put under a memory limit (a
+    memory cgroup of its own) and driven past it until the kernel's OOM killer ends it; Ray
+    restarts it, and each account's read-model balance and version come to equal its shard's
+    (the fold of the log)."""
     import threading
 
     accounts = [f"oom-{uuid.uuid4().hex[:6]}" for _ in range(4)]
