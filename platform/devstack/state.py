@@ -127,8 +127,12 @@ def effective_settings(settings: Settings | None = None) -> Settings:
     if settings.database_url is None:
         port = state.postgres_port or settings.postgres_port
         update["postgres_port"] = port
-        # behind the chaos proxy, clients connect to it (devstack.toxiproxy.postgres_proxy_port)
-        client_port = settings.postgres_port + 2 if settings.postgres_proxy else port
+        if settings.postgres_proxy:  # behind the chaos proxy, clients connect to it
+            from .toxiproxy import postgres_proxy_port
+
+            client_port = postgres_proxy_port(settings)
+        else:
+            client_port = port
         update["database_url"] = (
             f"postgresql://{settings.postgres_user}@127.0.0.1:{client_port}/{settings.postgres_db}"
         )
