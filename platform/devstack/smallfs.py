@@ -4,8 +4,11 @@
 With ``EVENTRAY_DATA_FS_MB=N`` (root: it mounts) the broker's log directory and PostgreSQL's
 data directory each live on a tmpfs of ``N`` MiB that the stack mounts when it first starts
 the piece (``ensure``) and unmounts when ``eventray dev down --purge`` deletes the data
-(``release_all``). The mounts are recorded in ``<home>/run/smallfs.json``: ``fill`` and
-``free`` act on a recorded mount only, never on another filesystem.
+(``release_all``). Each mount carries the stack's tag as its source (``eventray-smallfs-`` and a
+digest of the stack's home), so the kernel's mount table itself says which filesystems are this
+stack's: no record can fall out of step with it (two pieces mounting at once, a purge that could
+not unmount, a home wiped by hand). ``fill`` and ``free`` act on a mount with the tag only, never
+on another filesystem.
 
 ``fill`` writes a ballast file until the filesystem has no block left (the piece's next write
 fails with ENOSPC); ``free`` deletes it. A tmpfs holds its pages in memory (and swap), so the
@@ -16,9 +19,10 @@ data is thrown away, not for data anyone keeps.
 from __future__ import annotations
 
 import errno
-import json
+import hashlib
 import logging
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -27,7 +31,7 @@ from eventray.platform.settings import Settings
 
 from . import _proc
 
-__all__ = ["BALLAST", "ensure", "fill", "free", "is_ours", "release_all"]
+__all__ = ["BALLAST", "ensure", "fill", "free", "is_ours", "mounts", "release_all", "tag"]
 
 log = logging.getLogger("eventray.devstack.smallfs")
 
@@ -35,25 +39,47 @@ BALLAST = ".eventray-chaos-ballast"
 _CHUNK = 4 * 1024 * 1024
 
 
-def _record(settings: Settings) -> Path:
-    return settings.home / "run" / "smallfs.json"
+_MOUNTINFO = Path("/proc/self/mountinfo")
+# the source name of the first releases' mounts: one under this stack's data directory is its own
+_LEGACY_TAG = "eventray-chaos"
 
 
-def _mounts(settings: Settings) -> list[str]:
+def tag(settings: Settings) -> str:
+    """The source name this stack's small filesystems are mounted with."""
+    digest = hashlib.sha256(str(settings.home.resolve()).encode()).hexdigest()[:12]
+    return f"eventray-smallfs-{digest}"
+
+
+def _unescape(field: str) -> str:
+    # mountinfo writes a space, tab, newline and backslash as octal escapes
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mounts(settings: Settings, *, mountinfo: Path = _MOUNTINFO) -> list[Path]:
+    """The mount points of this stack's small filesystems, as the kernel's mount table lists them."""
     try:
-        return list(json.loads(_record(settings).read_text()))
-    except (OSError, ValueError):
+        lines = mountinfo.read_text().splitlines()
+    except OSError:
         return []
-
-
-def _save(settings: Settings, mounts: list[str]) -> None:
-    _record(settings).parent.mkdir(parents=True, exist_ok=True)
-    _record(settings).write_text(json.dumps(sorted(set(mounts))))
+    mine = tag(settings)
+    data = settings.data_dir.resolve()
+    found = []
+    for line in lines:
+        fields = line.split()
+        if "-" not in fields:
+            continue
+        tail = fields[fields.index("-") + 1:]
+        if len(fields) < 5 or len(tail) < 2 or tail[0] != "tmpfs":
+            continue
+        point, source = Path(_unescape(fields[4])), _unescape(tail[1])
+        if source == mine or (source == _LEGACY_TAG and data in point.parents):
+            found.append(point)
+    return found
 
 
 def is_ours(settings: Settings, path: Path) -> bool:
     """Whether ``path`` is a small filesystem this stack mounted (and it is mounted now)."""
-    return str(path.resolve()) in _mounts(settings) and os.path.ismount(path)
+    return path.resolve() in mounts(settings)
 
 
 def ensure(settings: Settings, path: Path, mb: int, *, owner: str | None = None) -> None:
@@ -74,7 +100,8 @@ def ensure(settings: Settings, path: Path, mb: int, *, owner: str | None = None)
         raise StackError(f"EVENTRAY_DATA_FS_MB puts {path} on a small filesystem of the stack's own, which needs "
                          "root to mount; run as root or unset EVENTRAY_DATA_FS_MB")
     if os.path.ismount(path):
-        raise StackError(f"{path} is a mount point this stack did not make; refusing to mount over it")
+        raise StackError(f"{path} is a mount point this stack did not make; refusing to mount over it. Unmount "
+                         f"it (umount {path}) or unset EVENTRAY_DATA_FS_MB")
     if path.exists() and any(path.iterdir()):
         raise StackError(f"{path} holds data already; a small filesystem would hide it. Delete the stack's data "
                          "first (eventray dev down --purge) or unset EVENTRAY_DATA_FS_MB")
@@ -85,9 +112,8 @@ def ensure(settings: Settings, path: Path, mb: int, *, owner: str | None = None)
 
         pw = pwd.getpwnam(owner)
         options += f",uid={pw.pw_uid},gid={pw.pw_gid}"
-    _proc.run(["mount", "-t", "tmpfs", "-o", options, "eventray-chaos", str(path)],
+    _proc.run(["mount", "-t", "tmpfs", "-o", options, tag(settings), str(path)],
               what=f"mounting a {mb} MiB tmpfs at {path}", timeout=30)
-    _save(settings, [*_mounts(settings), str(path.resolve())])
     log.info("mounted a %d MiB tmpfs at %s", mb, path)
 
 
@@ -130,14 +156,19 @@ def free(ballast: Path) -> None:
 
 
 def release_all(settings: Settings) -> list[str]:
-    """Unmount every small filesystem this stack mounted (its data goes with it); the paths unmounted."""
+    """Unmount every small filesystem this stack mounted (its data goes with it); the paths unmounted.
+
+    A filesystem still busy (a process left with a file open in it) is detached lazily
+    (``umount -l``): it leaves the tree now and the kernel frees it when the last file closes.
+    """
     done = []
-    for mount in _mounts(settings):
-        if os.path.ismount(mount):
-            result = subprocess.run(["umount", mount], capture_output=True, text=True, timeout=60)
+    for mount in mounts(settings):
+        result = subprocess.run(["umount", str(mount)], capture_output=True, text=True, timeout=60)
+        if result.returncode != 0:
+            log.warning("umount %s failed (%s); detaching it lazily", mount, result.stderr.strip())
+            result = subprocess.run(["umount", "-l", str(mount)], capture_output=True, text=True, timeout=60)
             if result.returncode != 0:
-                log.warning("umount %s failed: %s", mount, result.stderr.strip())
+                log.warning("umount -l %s failed: %s", mount, result.stderr.strip())
                 continue
-            done.append(mount)
-    _record(settings).unlink(missing_ok=True)
+        done.append(str(mount))
     return done

@@ -24,13 +24,33 @@ def test_fill_refuses_a_directory_the_stack_did_not_mount(settings, tmp_path):
     assert list(target.iterdir()) == []  # nothing written
 
 
-def test_a_recorded_path_that_is_not_mounted_is_not_ours(settings, tmp_path):
+def test_a_directory_the_mount_table_does_not_list_is_not_ours(settings, tmp_path):
     target = tmp_path / "pg"
     target.mkdir()
-    smallfs._save(settings, [str(target.resolve())])
     assert not smallfs.is_ours(settings, target)
     with pytest.raises(StackError):
         smallfs.fill(settings, target)
+
+
+def test_the_mount_table_names_this_stacks_filesystems_by_their_tag(settings, tmp_path):
+    data = settings.data_dir.resolve()
+    other = Settings(home=tmp_path / "other")
+    line = "{id} 1 0:{id} / {point} rw,relatime shared:1 - {fs} {source} rw,size=786432k\n"
+    table = tmp_path / "mountinfo"
+    table.write_text("".join([
+        line.format(id=41, point=data / "kafka", fs="tmpfs", source=smallfs.tag(settings)),
+        # a space in the path is written as \040
+        line.format(id=42, point=str(data / "pg data").replace(" ", "\\040"), fs="tmpfs",
+                    source=smallfs.tag(settings)),
+        line.format(id=43, point=data / "postgres", fs="tmpfs", source="eventray-chaos"),  # an earlier release's
+        line.format(id=44, point=tmp_path / "elsewhere", fs="tmpfs", source="eventray-chaos"),
+        line.format(id=45, point=tmp_path / "theirs", fs="tmpfs", source=smallfs.tag(other)),
+        line.format(id=46, point=data / "ext", fs="ext4", source=smallfs.tag(settings)),
+        line.format(id=47, point="/dev/shm", fs="tmpfs", source="tmpfs"),
+    ]))
+    assert smallfs.mounts(settings, mountinfo=table) == [data / "kafka", data / "pg data", data / "postgres"]
+    assert smallfs.mounts(other, mountinfo=table) == [tmp_path / "theirs"]
+    assert smallfs.tag(settings) != smallfs.tag(other)
 
 
 def test_ensure_refuses_to_hide_data_and_needs_root(settings, tmp_path, monkeypatch):
