@@ -52,8 +52,8 @@ def kind_of(comm: str, cmdline: str) -> str:
     """A readable kind for a process of the stack (its command line's telling part)."""
     if m := _REPLICA.search(cmdline):
         return f"serve replica {m.group(1)}:{m.group(2)}"
-    if cmdline.startswith("ray::"):
-        return cmdline.split()[0]
+    if cmdline.startswith("ray::"):  # an actor's title names the method it runs now: drop that
+        return cmdline.split()[0].split(".", 1)[0]
     if "kafka.Kafka" in cmdline or "kafka-server" in cmdline:
         return "kafka broker"
     if comm.startswith("postgres") or "postgres" in cmdline.split(" ", 1)[0]:
@@ -78,9 +78,9 @@ def measure(window_s: float) -> dict[str, Any]:
     count: dict[str, int] = defaultdict(int)
     for pid, (kind, ticks) in procs1.items():
         before = procs0.get(pid)
-        used = ticks - (before[1] if before is not None and before[0] == kind else 0)
         if before is None:
             continue  # started inside the window: its total is not this window's
+        used = ticks - before[1]  # the same process, whatever its title says now
         by_kind[kind] += used * 1000 / _TICK / elapsed
         count[kind] += 1
     rows = sorted(({"kind": k, "processes": count[k], "cpu_ms_per_s": round(v, 1)} for k, v in by_kind.items()

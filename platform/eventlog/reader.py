@@ -39,6 +39,14 @@ except ImportError:
 
 _UNAVAILABLE = (kerr.KafkaConnectionError, kerr.KafkaTimeoutError, kerr.NodeNotReadyError)
 
+#: how long the broker holds an empty fetch (records end it at once, so this adds no latency to
+#: a record): an idle consumer fetches every 2 s, not twice a second. Every idle fetch costs a
+#: round trip over TLS on both sides (benchmarks/idle.py: the broker and every tailing actor).
+#: The price: a request on the same connection (``end_offsets``) waits behind a held fetch,
+#: so what asks for ends often does it on a consumer of its own (the projection host's
+#: ``_ends_reader``).
+FETCH_MAX_WAIT_MS = 2000
+
 
 def stop_check(stop: threading.Event | Callable[[], bool] | None) -> Callable[[], bool]:
     """``stop`` (an event, a callable or nothing) as a callable that says whether to stop."""
@@ -208,9 +216,7 @@ class PartitionReader(ReaderCommon):
             "max_poll_records": max_poll_records,
             "fetch_max_bytes": fetch_max_bytes,
             "max_partition_fetch_bytes": max_partition_fetch_bytes,
-            # an empty fetch is held this long by the broker (records end it at once): an idle
-            # tail polls twice a second, not ten times
-            "fetch_max_wait_ms": 500,
+            "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
             "check_crcs": _HAVE_C_CRC32C if check_crcs is None else check_crcs,
             **kafka_options(tls, "kafka-python"),
             **(consumer_configs or {}),
@@ -272,7 +278,7 @@ class PartitionsReader:
 
     A projection host reads its partitions once for every projection it applies; one
     consumer per host (not per partition) means an idle host makes one long-polled fetch
-    request at a time, held by the broker ``fetch_max_wait_ms`` (500 ms) or until a record
+    request at a time, held by the broker ``FETCH_MAX_WAIT_MS`` or until a record
     arrives. Reads are ``read_committed``, as :class:`PartitionReader`'s.
 
     Args:
@@ -296,7 +302,7 @@ class PartitionsReader:
                 bootstrap_servers=bootstrap, client_id=client_id or f"eventray-reader-{topic}",
                 group_id=None, enable_auto_commit=False, isolation_level="read_committed",
                 auto_offset_reset="earliest", max_poll_records=max_poll_records, fetch_max_bytes=fetch_max_bytes,
-                max_partition_fetch_bytes=max_partition_fetch_bytes, fetch_max_wait_ms=500,
+                max_partition_fetch_bytes=max_partition_fetch_bytes, fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
                 check_crcs=_HAVE_C_CRC32C if check_crcs is None else check_crcs, **kafka_options(tls, "kafka-python"))
         except _UNAVAILABLE as e:
             raise kafka_unavailable(f"Kafka is not reachable for reader {topic}{self.partitions}: {e}",

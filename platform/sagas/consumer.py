@@ -15,6 +15,7 @@ import kafka.errors as kerr
 from kafka import KafkaConsumer, TopicPartition
 
 from eventray.platform.errors import ServiceUnavailable
+from eventray.platform.eventlog.reader import FETCH_MAX_WAIT_MS
 from eventray.platform.tls import TLSFiles, kafka_options, kafka_unavailable
 
 log = logging.getLogger("eventray.sagas")
@@ -38,7 +39,7 @@ class EventConsumer:
                 # the broker answers a fetch as soon as there are records; this only bounds how
                 # long it holds an empty one, so an idle coordinator does not refetch every few ms
                 # (a poll still returns at its own timeout; the fetch's answer waits for the next)
-                fetch_max_wait_ms=200, max_poll_records=5_000, check_crcs=False,
+                fetch_max_wait_ms=FETCH_MAX_WAIT_MS, max_poll_records=5_000, check_crcs=False,
                 max_partition_fetch_bytes=4 * 1024 * 1024, **kafka_options(tls, "kafka-python"),
             )
         except _UNAVAILABLE as e:
