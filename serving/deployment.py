@@ -13,8 +13,8 @@ own (30000-31000) and that gap closes: 0.80 of plain at c=32 alone, 1.05 with Ra
 p50 1.7-2.3 ms. On a cluster, ``RAY_SERVE_ENABLE_HA_PROXY=1`` puts Serve-managed HAProxy on
 ``http_port`` in front of those replica ports, one stable port per node (0.67-0.78 of plain
 at c=32, measured with the bundle); Serve's proxy stays the fallback. The flags are read when Ray starts, so they go in the
-nodes' ``ray start`` environment, not here; the dev head sets direct ingress
-(``eventray.platform.devstack.rayhead.SERVE_ENV``). A WebSocket counts as one ongoing request
+nodes' ``ray start`` environment, not here; the dev head sets direct ingress, and HAProxy
+while the ingress is plain HTTP (``eventray.platform.devstack.rayhead.serve_env``). A WebSocket counts as one ongoing request
 for as long as it is open: ``max_ongoing_requests`` caps the subscriptions a replica holds
 (10,000 were held and delivered on one replica with it at 11,024).
 """

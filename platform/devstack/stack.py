@@ -217,7 +217,7 @@ def _purge(settings: Settings) -> None:
     state = StackState.load(settings.home)
     for mount in smallfs.release_all(settings):  # EVENTRAY_DATA_FS_MB's filesystems, their data with them
         log.info("unmounted %s", mount)
-    doomed = [settings.data_dir, rayhead.temp_dir(settings), settings.home / "run"]
+    doomed = [settings.data_dir, rayhead.temp_dir(settings), rayhead.haproxy_dir(settings), settings.home / "run"]
     if settings.database_url is None:
         cdir = postgres.cluster_dir(settings, state)
         doomed.append(cdir)
