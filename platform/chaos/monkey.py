@@ -37,7 +37,8 @@ from eventray.platform.chaos import faults
 from eventray.platform.errors import ConfigurationError, Retryable
 from eventray.platform.settings import Settings
 
-__all__ = ["KINDS", "Acked", "CommandSender", "MonkeyReport", "Targets", "Workload", "WorkloadFactory",
+__all__ = ["KINDS", "Acked", "CommandSender", "GraphQLSender", "Ingress", "MonkeyReport", "Targets", "Workload",
+           "WorkloadFactory",
            "available_kinds", "check_log", "inject", "load_workload", "projection_caught_up", "run",
            "stack_preparation"]
 
@@ -48,7 +49,7 @@ FLOWING_WAIT_S = 60.0
 
 KINDS = ("kill-shard", "kill-runner", "kill-coordinator", "pause-kafka", "restart-kafka",
          "restart-postgres", "delay-kafka", "reset-kafka", "loss-kafka", "outage-postgres", "starve-shard",
-         "partition-postgres", "disk-full-kafka", "disk-full-postgres", "oom-runner")
+         "partition-postgres", "disk-full-kafka", "disk-full-postgres", "oom-runner", "kill-replica")
 #: the kinds that act through the stack's Toxiproxy in front of the broker
 PROXY_KINDS = ("reset-kafka", "loss-kafka")
 #: the fault kinds whose windows the availability goal leaves out (commands cannot flow in them)
@@ -195,6 +196,8 @@ class Workload(Protocol):
     projection: str | None
     #: the saga whose coordinators ``kill-coordinator`` kills; ``None`` skips that kind
     saga: str | None
+    # optional: ``ingress``, an :class:`Ingress` the workload sends through once ``setup`` ran
+    # (``kill-replica`` kills its replicas); absent or ``None`` skips that kind
 
     @property
     def acked(self) -> Mapping[str, Acked]:
@@ -253,6 +256,121 @@ class CommandSender:
             await asyncio.sleep(self._retry_s)
 
 
+@dataclass(frozen=True)
+class Ingress:
+    """The app's GraphQL ingress on the stack: what a workload sends to and ``kill-replica`` kills.
+
+    Attributes:
+        url: the GraphQL endpoint.
+        health_url: its ``/healthz``.
+        verify: what httpx verifies the ingress's certificate with.
+        app_name: the Serve application.
+        deployment: the ingress deployment's name.
+    """
+
+    url: str
+    health_url: str
+    verify: Any
+    app_name: str
+    deployment: str = "GraphQLIngress"
+
+
+#: the GraphQL error codes a client retries with the same ids (``serving.api.errors``)
+RETRYABLE_CODES = frozenset({"RETRYABLE"})
+_RESULT = ("__typename ... on CommandSuccess { commandId aggregateId version duplicate events { type } } "
+           "... on CommandError { code message commandId }")
+_SUBMIT = f"mutation ChaosSubmit($c: [CommandInput!]!) {{ submitCommands(commands: $c) {{ {_RESULT} }} }}"
+
+
+class GraphQLSender:
+    """Sends commands as a user's client does: ``submitCommands`` over HTTP(S) to the app's GraphQL
+    ingress, each command resent with its own ``commandId`` until acknowledged. A connection
+    refused or cut, a timeout, a 5xx or 429 answer, a ``RetryableError`` result or a ``RETRYABLE``
+    error resend what is not acknowledged yet; any other answer is a bug of the workload or the
+    platform and raises.
+
+    Args:
+        ingress: where the ingress answers.
+        tokens: bearer tokens allowed to send the commands, taken in turn (several subjects stay
+            under the ingress's per-subject rate limits, as several users would).
+        acked: the dict acknowledgements go in (share one with a :class:`CommandSender`, so that
+            every command the workload sent is checked together).
+        retry_s: pause before a resend.
+        timeout_s: how long one request may take.
+        transport: an httpx transport in place of the network (tests).
+    """
+
+    def __init__(self, ingress: Ingress, tokens: list[str], *, acked: dict[str, Acked] | None = None,
+                 retry_s: float = 0.2, timeout_s: float = 30.0, transport: Any = None) -> None:
+        import itertools
+
+        import httpx
+
+        if not tokens:
+            raise ValueError("GraphQLSender needs at least one token")
+        self.ingress = ingress
+        self.acked: dict[str, Acked] = acked if acked is not None else {}
+        self.retries = 0
+        self._retry_s = retry_s
+        self._tokens = itertools.cycle(tokens)
+        self.http = httpx.AsyncClient(verify=ingress.verify, timeout=timeout_s, transport=transport)
+
+    async def post(self, query: str, variables: dict[str, Any], operation: str) -> dict[str, Any] | None:
+        """One GraphQL request; its JSON body, or ``None`` when it should be sent again."""
+        import httpx
+
+        try:
+            r = await self.http.post(self.ingress.url, json={"query": query, "variables": variables,
+                                                             "operationName": operation},
+                                     headers={"Authorization": f"Bearer {next(self._tokens)}"})
+        except httpx.HTTPError as e:  # refused, reset, timed out: the replica may be restarting
+            log.debug("%s not answered: %s", operation, e)
+            return None
+        if r.status_code == 429 or r.status_code >= 500:
+            return None
+        try:
+            body: dict[str, Any] = r.json()
+        except ValueError:
+            return None
+        if body.get("data") is None:
+            codes = {(e.get("extensions") or {}).get("code") for e in body.get("errors") or ()}
+            if codes and codes <= RETRYABLE_CODES:
+                return None
+            raise RuntimeError(f"{operation}: HTTP {r.status_code}: {body.get('errors')}")
+        return body
+
+    async def send(self, commands: list[tuple[str, str, dict[str, Any]]], deadline: float) -> list[bool]:
+        """Send ``(command_id, mutation name, input)`` commands in one ``submitCommands`` until each
+        is acknowledged (True) or ``deadline`` (monotonic) passed (False); the input carries the
+        ``commandId``.
+
+        Raises:
+            RuntimeError: a command was refused for good (a domain error, an invalid command).
+        """
+        pending = {cid: (name, payload) for cid, name, payload in commands}
+        while pending:
+            ids = list(pending)
+            body = await self.post(_SUBMIT, {"c": [{pending[i][0]: pending[i][1]} for i in ids]}, "ChaosSubmit")
+            if body is not None:
+                for cid, res in zip(ids, body["data"]["submitCommands"], strict=True):
+                    kind = res["__typename"]
+                    if kind == "CommandSuccess":
+                        told = len(res["events"]) if (res["events"] or not res["duplicate"]) else None
+                        self.acked[cid] = Acked(res["aggregateId"], int(res["version"]), told)
+                        del pending[cid]
+                    elif kind != "RetryableError":
+                        raise RuntimeError(f"{cid}: {kind} {res.get('code')}: {res.get('message')}")
+            if pending:
+                if time.monotonic() > deadline:
+                    break
+                self.retries += 1
+                await asyncio.sleep(self._retry_s)
+        return [cid not in pending for cid, _, _ in commands]
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+
 def load_workload(rt: Any) -> WorkloadFactory:
     """The workload factory ``rt.app.chaos`` names.
 
@@ -292,6 +410,8 @@ class Targets:
     projection: str | None = None
     version: int | None = None
     saga: str | None = None
+    #: the GraphQL ingress the workload sends through (``kill-replica``); ``None``: it uses the bus
+    ingress: Ingress | None = None
 
 
 def _targets(rt: Any, work: Workload) -> Targets:
@@ -304,7 +424,7 @@ def _targets(rt: Any, work: Workload) -> Targets:
             version = store.current_version(work.projection)
         finally:
             store.close()
-    return Targets(rt.topic, work.projection, version, work.saga)
+    return Targets(rt.topic, work.projection, version, work.saga, getattr(work, "ingress", None))
 
 
 def available_kinds(settings: Settings, targets: Targets) -> tuple[list[str], dict[str, str]]:
@@ -324,6 +444,8 @@ def available_kinds(settings: Settings, targets: Targets) -> tuple[list[str], di
         skipped["kill-runner"] = f"projection {targets.projection} has no current version"
     elif applying_group(targets.topic, targets.projection, targets.version) is None:
         skipped["kill-runner"] = f"no {targets.projection} runners run on this topic"
+    if targets.ingress is None:
+        skipped["kill-replica"] = "the workload sends through the command bus, not the GraphQL ingress"
     why = skipped.get("kill-runner") or faults.oom_available()
     if why:
         skipped["oom-runner"] = why
@@ -374,6 +496,10 @@ def inject(settings: Settings, kind: str, rng: random.Random, targets: Targets) 
         return faults.disk_full_kafka(settings, rng.uniform(3.0, 8.0))
     if kind == "disk-full-postgres":
         return faults.disk_full_postgres(settings, rng.uniform(3.0, 8.0))
+    if kind == "kill-replica" and targets.ingress is not None:
+        i = targets.ingress
+        return faults.kill_replica(settings, app_name=i.app_name, deployment=i.deployment, health_url=i.health_url,
+                                   verify=i.verify, rng=rng)
     raise ValueError(f"cannot inject {kind!r} at {targets}; known kinds: {', '.join(KINDS)}")
 
 
@@ -476,9 +602,9 @@ async def _run(rt: Any, settings: Settings, factory: WorkloadFactory, *, duratio
     rng = random.Random(seed)
     tag = f"monkey{seed}x{int(time.time())}"
     work = factory(rt, tag, random.Random(seed + 1), SagaSettings())
+    await work.setup(time.monotonic() + 120)  # first: it decides the path (``ingress``) the faults aim at too
     targets = await asyncio.to_thread(_targets, rt, work)
     kinds, report.skipped_kinds = await asyncio.to_thread(available_kinds, settings, targets)
-    await work.setup(time.monotonic() + 120)
     stop = asyncio.Event()
     t_end = time.monotonic() + duration_s
     hard = t_end + 180

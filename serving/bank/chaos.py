@@ -1,9 +1,12 @@
 """The bank's chaos workload: what ``eventray chaos monkey`` drives against it, and what it checks.
 
 The app declares it (``App(chaos="eventray.serving.bank.chaos:workload")``). The workload opens
-accounts and deposits into them through the command bus (each command resent with its own
-``command_id`` until acknowledged), and runs TransferMoney sagas between them when the saga's
-coordinators run. After the faults it checks the bank's promises:
+accounts through the command bus, then, as a user's client does, sends deposits through the
+app's GraphQL ingress (``submitCommands``, :data:`BATCH` to a request) and requests TransferMoney
+sagas there (``requestTransfer``) when the saga's coordinators run, each command and transfer
+resent with its own id until acknowledged. On a stack without the ingress (``chaos.stack up``
+without ``--graphql``) it sends the same through the command bus and the saga client. After
+the faults it checks the bank's promises:
 
 * **mismatched**: an account whose balance in the ``account_balances`` read model (caught up
   to the log's end) differs from the shard's committed state (the fold of the committed log:
@@ -24,7 +27,14 @@ import time
 from typing import Any
 
 from eventray.aggregates.account import Deposit, OpenAccount
-from eventray.platform.chaos.monkey import Acked, CommandSender, MonkeyReport, projection_caught_up
+from eventray.platform.chaos.monkey import (
+    Acked,
+    CommandSender,
+    GraphQLSender,
+    Ingress,
+    MonkeyReport,
+    projection_caught_up,
+)
 from eventray.platform.sagas.settings import SagaSettings
 from eventray.sagas.transfer_money import (
     TERMINAL,
@@ -35,7 +45,8 @@ from eventray.sagas.transfer_money import (
 )
 from eventray.serving.bank.fraud import AmountRuleScorer
 
-__all__ = ["ACCOUNTS", "CHAOS_POLICY", "PROJECTION", "RULE_LIMIT", "SAGA", "BankWorkload", "prepare", "workload"]
+__all__ = ["ACCOUNTS", "BATCH", "CHAOS_POLICY", "PROJECTION", "RULE_LIMIT", "SAGA", "TRANSFERS",
+           "BankWorkload", "ingress_of", "prepare", "workload"]
 
 log = logging.getLogger("eventray.chaos.bank")
 
@@ -43,6 +54,10 @@ PROJECTION = "account_balances"
 SAGA = "TransferMoney"
 ACCOUNTS = 12
 SEED_DEPOSIT = 1000
+#: deposits per ``submitCommands`` request; transfers a worker requests at once, beside its deposits
+BATCH = 64
+TRANSFERS = 4
+_TRANSFER = ("mutation ChaosTransfer($i: RequestTransferInput!) { requestTransfer(input: $i) { id status } }")
 #: the rule scorer's limit: every chaos transfer (at most 30) scores far below the threshold
 RULE_LIMIT = 10**6
 #: TransferMoney's policy on the chaos stack: the rule scorer, with the timeouts and retries of
@@ -61,6 +76,30 @@ def prepare(rt: Any) -> None:
     ensure_projections(rt, names=[PROJECTION])
     start_coordinators(rt, SagaSettings(coordinators=2), SAGA, policy=CHAOS_POLICY,
                        services={"fraud": AmountRuleScorer(limit=RULE_LIMIT).score})
+
+
+def ingress_of(rt: Any, subjects: int = 8) -> tuple[Ingress, list[str]] | None:
+    """The bank's GraphQL ingress on this stack (this environment's ServingSettings) and tellers'
+    tokens for it, or ``None`` when its ``/healthz`` does not answer."""
+    import httpx
+
+    from eventray.serving.api.principal import mint_token
+    from eventray.serving.deployment import ingress_verify
+    from eventray.serving.settings import ServingSettings
+
+    serving = ServingSettings().for_app(rt)
+    if serving.hs256_secret is None:  # the workload mints its own token: dev profile only
+        return None
+    verify = ingress_verify(rt.settings, serving)
+    ingress = Ingress(url=f"{serving.base_url}/graphql", health_url=f"{serving.base_url}/healthz", verify=verify,
+                      app_name=serving.app_name)
+    try:
+        if httpx.get(ingress.health_url, verify=verify, timeout=5).status_code != 200:
+            return None
+    except httpx.HTTPError:
+        return None
+    secret, audience = serving.hs256_secret, serving.jwt_audience
+    return ingress, [mint_token(f"chaos-monkey-{i}", "teller", secret=secret, audience=audience) for i in range(subjects)]
 
 
 def workload(rt: Any, tag: str, rng: random.Random, saga_settings: SagaSettings) -> BankWorkload:
@@ -92,6 +131,10 @@ class BankWorkload:
         self.saga: str | None = SAGA if running else None
         self.client = saga_client(rt, saga_settings, SAGA) if running else None
         self.accounts = [f"{tag}-acct-{i}" for i in range(accounts)]
+        #: set by ``setup`` when the ingress answers: the monkey's kill-replica aims at it
+        self.ingress: Ingress | None = None
+        self.gql: GraphQLSender | None = None
+        self._workers = 0
         self.deposits = 0
         self.transfer_retries = 0
         self.transfers: list[str] = []
@@ -104,7 +147,7 @@ class BankWorkload:
 
     @property
     def retries(self) -> int:
-        return self.sender.retries + self.transfer_retries
+        return self.sender.retries + self.transfer_retries + (self.gql.retries if self.gql else 0)
 
     async def setup(self, deadline: float) -> None:
         send = self.sender.send
@@ -113,8 +156,15 @@ class BankWorkload:
         await asyncio.gather(*(send(Deposit(aggregate_id=a, command_id=f"{a}:seed", amount=SEED_DEPOSIT), deadline)
                                for a in self.accounts))
         self.deposits += SEED_DEPOSIT * len(self.accounts)
+        found = await asyncio.to_thread(ingress_of, self.rt)
+        if found is not None:
+            self.ingress, tokens = found
+            self.gql = GraphQLSender(self.ingress, tokens, acked=self.sender.acked)
 
     async def worker(self, stop: asyncio.Event, deadline: float) -> None:
+        if self.gql is not None:
+            await self._graphql_worker(self.gql, stop, deadline)
+            return
         while not stop.is_set():
             self.seq += 1
             n = self.seq
@@ -127,6 +177,56 @@ class BankWorkload:
                                               amount=amount), deadline):
                 self.deposits += amount
             await asyncio.sleep(0.01)
+
+    async def _graphql_worker(self, gql: GraphQLSender, stop: asyncio.Event, deadline: float) -> None:
+        """Deposits in batches of :data:`BATCH` by ``submitCommands`` and, on their own pace beside
+        them, :data:`TRANSFERS` transfers at a time by ``requestTransfer`` (a transfer answers once
+        its saga durably started, later than a deposit: it does not hold the deposits up)."""
+
+        # each worker deposits into the accounts of one partition, so that a shard down (killed,
+        # starved) holds up the requests of its own partition only, as it would a user's
+        groups = [g for g in self._by_partition().values() if g]
+        mine = groups[self._workers % len(groups)]
+        self._workers += 1
+
+        async def deposits() -> None:
+            while not stop.is_set():
+                self.seq += 1
+                n = self.seq
+                batch = [(f"{self.tag}:dep:{n}:{i}", self.rng.choice(mine), self.rng.randint(1, 50))
+                         for i in range(BATCH)]
+                done = await gql.send([(cid, "deposit", {"accountId": a, "amount": amount, "commandId": cid})
+                                       for cid, a, amount in batch], deadline)
+                self.deposits += sum(amount for (_, _, amount), ok in zip(batch, done, strict=True) if ok)
+
+        async def transfers() -> None:
+            while not stop.is_set():
+                self.seq += 1
+                n = self.seq
+                await asyncio.gather(*(self._graphql_transfer(gql, f"{n}:{i}", deadline) for i in range(TRANSFERS)))
+
+        await asyncio.gather(deposits(), *([transfers()] if self.client is not None else []))
+
+    def _by_partition(self) -> dict[int, list[str]]:
+        out: dict[int, list[str]] = {}
+        for a in self.accounts:
+            out.setdefault(self.sender.bus.partition_of(a), []).append(a)
+        return out
+
+    async def _graphql_transfer(self, gql: GraphQLSender, n: str, deadline: float) -> bool:
+        src, dst = self.rng.sample(self.accounts, 2)
+        tid = f"{self.tag}:tr:{n}"
+        payload = {"transferId": tid, "fromAccountId": src, "toAccountId": dst, "amount": self.rng.randint(1, 30),
+                   "currency": "EUR"}
+        self.transfers.append(tid)
+        while time.monotonic() < deadline:
+            body = await gql.post(_TRANSFER, {"i": payload}, "ChaosTransfer")
+            if body is not None:
+                self.transfers_acked.append(tid)
+                return True
+            self.transfer_retries += 1  # a coordinator or the replica restarting: the same id again
+            await asyncio.sleep(0.5)
+        return False
 
     async def _transfer(self, n: int, deadline: float) -> None:
         assert self.client is not None, "transfers run only with a saga client"
@@ -165,7 +265,14 @@ class BankWorkload:
         if self.client is not None:
             history, history_valid = await asyncio.to_thread(self._history, finals)
         conserved = self.deposits == found_money
-        report.lines += [f"sagas started: {len(self.transfers_acked) if self.client else 0}, "
+        if self.gql is not None:
+            await self.gql.close()
+        path = (f"GraphQL at {self.ingress.url} (submitCommands, {BATCH} deposits a request; requestTransfer)"
+                if self.ingress is not None else "the command bus and the saga client (no GraphQL ingress answered)")
+        span = max(1e-9, report.span[1] - report.span[0])
+        report.lines += [f"commands sent through {path}",
+                         f"transfers acknowledged: {len(self.transfers_acked)} ({len(self.transfers_acked) / span:.1f}/s)",
+                         f"sagas started: {len(self.transfers_acked) if self.client else 0}, "
                          f"not terminal: {len(pending)} {pending[:5]}",
                          f"money: expected {self.deposits}, found {found_money} "
                          f"({'conserved' if conserved else 'NOT conserved'})",
