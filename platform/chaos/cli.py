@@ -95,14 +95,11 @@ def _kill_replica(settings: Settings, rt: Any, deployment: str) -> Any:
     """kill-replica against the ingress of the app of ``rt`` (this environment's ServingSettings:
     URL, Serve application, TLS)."""
     from eventray.platform.chaos import faults
-    from eventray.platform.devstack.state import effective_settings
-    from eventray.serving.deployment import ingress_verify
-    from eventray.serving.settings import ServingSettings
+    from eventray.platform.chaos.monkey import ingress_of
 
-    serving = ServingSettings().for_app(rt)
-    return faults.kill_replica(settings, app_name=serving.app_name, deployment=deployment,
-                               health_url=f"{serving.base_url}/healthz",
-                               verify=ingress_verify(effective_settings(settings), serving))
+    ingress = ingress_of(rt)
+    return faults.kill_replica(settings, app_name=ingress.app_name, deployment=deployment,
+                               health_url=ingress.health_url, verify=ingress.verify)
 
 
 def _main(args: argparse.Namespace) -> int:

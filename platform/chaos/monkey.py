@@ -39,7 +39,7 @@ from eventray.platform.settings import Settings
 
 __all__ = ["KINDS", "Acked", "CommandSender", "GraphQLSender", "Ingress", "MonkeyReport", "Targets", "Workload",
            "WorkloadFactory",
-           "available_kinds", "check_log", "inject", "load_workload", "projection_caught_up", "run",
+           "available_kinds", "check_log", "ingress_of", "inject", "load_workload", "projection_caught_up", "run",
            "stack_preparation"]
 
 log = logging.getLogger("eventray.chaos.monkey")
@@ -273,6 +273,17 @@ class Ingress:
     verify: Any
     app_name: str
     deployment: str = "GraphQLIngress"
+
+
+def ingress_of(rt: Any) -> Ingress:
+    """The GraphQL ingress of the app of ``rt`` on this stack, as this environment's
+    ServingSettings place it (URL, Serve application, TLS)."""
+    from eventray.serving.deployment import ingress_verify
+    from eventray.serving.settings import ServingSettings
+
+    serving = ServingSettings().for_app(rt)
+    return Ingress(url=f"{serving.base_url}/graphql", health_url=f"{serving.base_url}/healthz",
+                   verify=ingress_verify(rt.settings, serving), app_name=serving.app_name)
 
 
 #: the GraphQL error codes a client retries with the same ids (``serving.api.errors``)

@@ -10,7 +10,6 @@ operation checks that the namespace is the one this stack recorded.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import logging
 import subprocess
@@ -20,6 +19,7 @@ from eventray.platform.errors import StackError
 from eventray.platform.settings import Settings
 
 from . import _proc
+from .state import home_digest
 
 log = logging.getLogger("eventray.devstack.netns")
 
@@ -45,7 +45,7 @@ def names(settings: Settings) -> Names:
     if ns_ip != net.network_address + 2 or not ns_ip.is_private:
         raise StackError(f"EVENTRAY_KAFKA_NETNS_IP={ns_ip} must be the .2 address of a private /30 "
                          "(x.y.z.2 with z.2 divisible by 4 plus 2), e.g. 10.231.7.2")
-    digest = hashlib.sha256(str(settings.home.resolve()).encode()).hexdigest()[:8]
+    digest = home_digest(settings, 8)
     return Names(f"eventray-{digest}", f"erh{digest}", f"ern{digest}",
                  str(net.network_address + 1), str(ns_ip))
 

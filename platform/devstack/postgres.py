@@ -12,7 +12,6 @@ kept in the state file (see :func:`eventray.platform.devstack.state.effective_se
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import pwd
@@ -25,7 +24,7 @@ from eventray.platform.errors import StackError
 from eventray.platform.settings import Settings, with_postgres_tls
 
 from . import _proc, certs
-from .state import PieceStatus, StackState
+from .state import PieceStatus, StackState, home_digest
 
 log = logging.getLogger("eventray.devstack.postgres")
 
@@ -99,7 +98,7 @@ def cluster_dir(settings: Settings, state: StackState) -> Path:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if _server_user_can_reach(settings.data_dir):
         return preferred
-    digest = hashlib.sha256(str(settings.home.resolve()).encode()).hexdigest()[:12]
+    digest = home_digest(settings, 12)
     return Path("/var/lib/eventray") / digest / "postgres"
 
 

@@ -7,7 +7,6 @@ temp directory.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -18,7 +17,7 @@ from eventray.platform.errors import StackError
 from eventray.platform.settings import Settings
 
 from . import _proc
-from .state import PieceStatus, StackState
+from .state import PieceStatus, StackState, home_digest
 
 log = logging.getLogger("eventray.devstack.ray")
 
@@ -97,7 +96,7 @@ IDLE_ENV = {
 def haproxy_dir(settings: Settings) -> Path:
     """Where Serve's HAProxy keeps its config, admin socket and server state: short, since Serve
     adds the node's id (56 characters) below it and HAProxy takes a socket path of 97 at most."""
-    digest = hashlib.sha256(str(settings.home.resolve()).encode()).hexdigest()[:8]
+    digest = home_digest(settings, 8)
     return Path("/tmp") / f"eventray-hap-{digest}"
 
 
@@ -106,7 +105,7 @@ def temp_dir(settings: Settings) -> Path:
     preferred = settings.home / "ray"
     if len(str(preferred)) <= _MAX_TEMP_DIR_LEN:
         return preferred
-    digest = hashlib.sha256(str(settings.home.resolve()).encode()).hexdigest()[:10]
+    digest = home_digest(settings, 10)
     return Path("/tmp") / f"eventray-ray-{digest}"
 
 

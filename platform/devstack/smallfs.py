@@ -19,7 +19,6 @@ data is thrown away, not for data anyone keeps.
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 import re
@@ -30,6 +29,7 @@ from eventray.platform.errors import StackError
 from eventray.platform.settings import Settings
 
 from . import _proc
+from .state import home_digest
 
 __all__ = ["BALLAST", "ensure", "fill", "free", "is_ours", "mounts", "release_all", "tag"]
 
@@ -46,7 +46,7 @@ _LEGACY_TAG = "eventray-chaos"
 
 def tag(settings: Settings) -> str:
     """The source name this stack's small filesystems are mounted with."""
-    digest = hashlib.sha256(str(settings.home.resolve()).encode()).hexdigest()[:12]
+    digest = home_digest(settings, 12)
     return f"eventray-smallfs-{digest}"
 
 

@@ -9,6 +9,7 @@ live in ``<home>/devstack.json``; :func:`effective_settings` folds them into a
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import tempfile
@@ -93,6 +94,12 @@ class StackState:
 
 
 _update_lock = threading.Lock()
+
+
+def home_digest(settings: Settings, length: int) -> str:
+    """The first ``length`` hex digits of a digest of the stack's home: a short name that stays
+    the same for one stack and differs between stacks (temp dirs, mount tags, namespaces)."""
+    return hashlib.sha256(str(settings.home.resolve()).encode()).hexdigest()[:length]
 
 
 def state_file(home: Path) -> Path:

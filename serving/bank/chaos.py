@@ -33,6 +33,7 @@ from eventray.platform.chaos.monkey import (
     GraphQLSender,
     Ingress,
     MonkeyReport,
+    ingress_of,
     projection_caught_up,
 )
 from eventray.platform.sagas.settings import SagaSettings
@@ -46,7 +47,7 @@ from eventray.sagas.transfer_money import (
 from eventray.serving.bank.fraud import AmountRuleScorer
 
 __all__ = ["ACCOUNTS", "BATCH", "CHAOS_POLICY", "PROJECTION", "RULE_LIMIT", "SAGA", "TRANSFERS",
-           "BankWorkload", "ingress_of", "prepare", "workload"]
+           "BankWorkload", "prepare", "reachable_ingress", "workload"]
 
 log = logging.getLogger("eventray.chaos.bank")
 
@@ -78,23 +79,20 @@ def prepare(rt: Any) -> None:
                        services={"fraud": AmountRuleScorer(limit=RULE_LIMIT).score})
 
 
-def ingress_of(rt: Any, subjects: int = 8) -> tuple[Ingress, list[str]] | None:
-    """The bank's GraphQL ingress on this stack (this environment's ServingSettings) and tellers'
-    tokens for it, or ``None`` when its ``/healthz`` does not answer."""
+def reachable_ingress(rt: Any, subjects: int = 8) -> tuple[Ingress, list[str]] | None:
+    """The bank's GraphQL ingress on this stack and tellers' tokens for it, or ``None`` when its
+    ``/healthz`` does not answer (or the profile mints no dev tokens)."""
     import httpx
 
     from eventray.serving.api.principal import mint_token
-    from eventray.serving.deployment import ingress_verify
     from eventray.serving.settings import ServingSettings
 
     serving = ServingSettings().for_app(rt)
     if serving.hs256_secret is None:  # the workload mints its own token: dev profile only
         return None
-    verify = ingress_verify(rt.settings, serving)
-    ingress = Ingress(url=f"{serving.base_url}/graphql", health_url=f"{serving.base_url}/healthz", verify=verify,
-                      app_name=serving.app_name)
+    ingress = ingress_of(rt)
     try:
-        if httpx.get(ingress.health_url, verify=verify, timeout=5).status_code != 200:
+        if httpx.get(ingress.health_url, verify=ingress.verify, timeout=5).status_code != 200:
             return None
     except httpx.HTTPError:
         return None
@@ -156,7 +154,7 @@ class BankWorkload:
         await asyncio.gather(*(send(Deposit(aggregate_id=a, command_id=f"{a}:seed", amount=SEED_DEPOSIT), deadline)
                                for a in self.accounts))
         self.deposits += SEED_DEPOSIT * len(self.accounts)
-        found = await asyncio.to_thread(ingress_of, self.rt)
+        found = await asyncio.to_thread(reachable_ingress, self.rt)
         if found is not None:
             self.ingress, tokens = found
             self.gql = GraphQLSender(self.ingress, tokens, acked=self.sender.acked)
