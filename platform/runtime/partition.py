@@ -77,8 +77,9 @@ class PartitionCore:
         self._encode = encode
         self._window = dedupe_window
         self.entries: dict[str, Entry] = {}
-        #: command_id -> version after its first application, with its events when it was
-        #: decided by this incarnation (a replayed one keeps only the version: memory)
+        #: command_id -> version after its first application, with its events (decided by this
+        #: incarnation or replayed from the log: a repeat reports the same either way; bounded
+        #: by the window, as the decided ones always were)
         self.seen: dict[str, int | tuple[int, tuple[Event, ...]]] = {}
         self._seen_order: deque[str] = deque()
         #: aggregate ids changed since the last snapshot
@@ -255,11 +256,13 @@ class PartitionCore:
         return True
 
     def _remember_replayed(self, cid: str, agg_id: str, version: int, event: Event) -> None:
+        # the command's events, in log order, and the version after the last: a repeat answered
+        # after a recovery reports the first application's events, as one answered before it does
         first = self.seen.get(cid)
         if first is None:
-            self._remember(cid, version)
-        elif type(first) is int and version > first:
-            self.seen[cid] = version
+            self._remember(cid, (version, (event,)))
+        elif isinstance(first, tuple) and version > first[0]:
+            self.seen[cid] = (version, (*first[1], event))
 
     def snapshot_candidates(self) -> list[tuple[str, Entry]]:
         """Take the changed entries for a snapshot and clear the dirty set."""

@@ -146,6 +146,21 @@ async def test_recovery_from_snapshots_equals_recovery_from_log_and_keeps_dedupe
     assert dup.duplicate
 
 
+async def test_a_repeat_after_recovery_reports_the_first_applications_events() -> None:
+    log, snaps = MemoryLog(), MemorySnapshots()
+    svc = make_service(log, snaps)
+    dep = Deposit(aggregate_id="a", amount=5)
+    await svc.submit(0, [open_("a")])
+    [first] = await svc.submit(0, [dep])
+    recovered = make_service(log, snaps)  # a new incarnation: its dedupe index comes from the log
+    await recovered.start()
+    [again] = await recovered.submit(0, [dep])
+    assert again.duplicate
+    assert (again.version, [type(e) for e in again.events]) == (first.version, [type(e) for e in first.events])
+    assert again.events == first.events
+    assert recovered.read(0, "a")[0].balance == 5
+
+
 async def test_overload_is_retryable_and_bounded() -> None:
     log, snaps = MemoryLog(), MemorySnapshots()
     svc = make_service(log, snaps, queue_max=10)
